@@ -1,0 +1,29 @@
+# `make run` and `make test` install what they need first (into .venv).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install run test clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv and install the project with its test tools
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)  ## stylise the default pair (Tübingen x Starry Night) into outputs/<date>/<time>/
+	$(BIN)/python -m src.run $(ARGS)
+
+test: $(STAMP)  ## run the test suite
+	$(BIN)/python -m pytest -q $(ARGS)
+
+clean:  ## remove caches (keeps .venv and outputs/)
+	rm -rf .pytest_cache build *.egg-info
+	find . -name __pycache__ -type d -not -path './.venv/*' -exec rm -rf {} +

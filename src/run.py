@@ -1,0 +1,28 @@
+"""Command-line entry: `python -m src.run style=picasso alpha=1 beta=1e4`."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from src.errors import UserError
+from src.paths import asset_path
+from src.stylize import stylize
+
+OmegaConf.register_new_resolver("asset", asset_path, replace=True)
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> dict:
+    try:
+        return stylize(cfg, HydraConfig.get().runtime.output_dir)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
