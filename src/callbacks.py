@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
+from omegaconf import DictConfig
 
 from src.images import save_image
 
@@ -27,3 +29,14 @@ class Snapshots(pl.Callback):
 
     def save(self, module: pl.LightningModule, step: int) -> None:
         save_image(module.image, self.directory / f"step_{step:05d}.png")
+
+
+def run_callbacks(cfg: DictConfig, output_dir: Path) -> list[pl.Callback]:
+    """The callbacks every style-transfer run gets."""
+    return [Snapshots(cfg.snapshot_every, output_dir)]
+
+
+def log_final(trainer: pl.Trainer, module: pl.LightningModule, metrics: dict[str, Any], output_dir: Path) -> None:
+    """Hand the final image and metrics to the loggers (run summary, final image)."""
+    for logger in trainer.loggers:
+        logger.log_metrics({f"final/{k}": v for k, v in metrics["final"].items()}, step=trainer.global_step)

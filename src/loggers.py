@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytorch_lightning as pl
 from pytorch_lightning.loggers import WandbLogger
 
 
@@ -22,3 +23,13 @@ def wandb_logger(save_dir: str, project: str, **kwargs: Any) -> WandbLogger:
 def _has_netrc_login() -> bool:
     netrc = os.path.expanduser("~/.netrc")
     return os.path.isfile(netrc) and "api.wandb.ai" in open(netrc, encoding="utf-8", errors="ignore").read()
+
+
+def close_loggers(trainer: pl.Trainer) -> None:
+    """Flush every logger; a W&B run is finished so the next job of a sweep starts its own."""
+    for logger in trainer.loggers:
+        logger.finalize("success")
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            wandb.finish()

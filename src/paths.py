@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ASSETS_DIR = PROJECT_ROOT / "assets"
 
@@ -30,3 +32,7 @@ def resolve_input_path(path: str | os.PathLike) -> Path:
     """User paths are relative to where the command was run; `~` is expanded."""
     path = Path(os.path.expanduser(str(path)))
     return path if path.is_absolute() else launch_dir() / path
+
+
+# `${asset:content/tubingen.jpg}` in the presets: works from any launch directory.
+OmegaConf.register_new_resolver("asset", asset_path, replace=True)

@@ -6,13 +6,10 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from src.errors import UserError
-from src.paths import asset_path
 from src.stylize import stylize
-
-OmegaConf.register_new_resolver("asset", asset_path, replace=True)
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -18,9 +18,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src.backbone import build_backbone, check_layer_names, deepest_layer
-from src.callbacks import Snapshots
+from src.callbacks import log_final, run_callbacks
 from src.errors import UserError
-from src.images import MIN_SIZE, load_tensor, save_image, size_for_long_side
+from src.images import MIN_SIZE, load_tensor, save_image
+from src.loggers import close_loggers
 from src.module import StyleTransfer
 from src.paths import resolve_input_path
 
@@ -51,7 +52,7 @@ def validate(cfg: DictConfig) -> None:
                 raise UserError(f"layers.{group}.{name}={weight}: layer weights must be numbers >= 0")
     if cfg.init.kind not in INIT_KINDS:
         raise UserError(f"init.kind={cfg.init.kind!r}: must be one of {', '.join(INIT_KINDS)}")
-    if cfg.init.kind == "image" and not cfg.init.get("path"):
+    if cfg.init.kind == "image" and (OmegaConf.is_missing(cfg.init, "path") or not cfg.init.path):
         raise UserError("init=image needs init.path=<image file>")
 
 
@@ -88,22 +89,10 @@ def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[pl.Callback]
     )
 
 
-def stylize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
-    """Run one style transfer described by `cfg`, writing its results into `output_dir`.
-
-    Returns the metrics also written to metrics.json.
-    """
-    validate(cfg)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-
-    # Inputs first: a bad file fails before any model is loaded.
-    content_path = resolve_input_path(cfg.content.path)
-    style_path = resolve_input_path(cfg.style.path)
-    content = load_tensor(content_path, long_side=cfg.size, role="content")
-    style = load_tensor(style_path, long_side=cfg.style_size or cfg.size, role="style")
-    height, width = content.shape[-2:]
-
+def build_module(cfg: DictConfig) -> StyleTransfer:
+    """Images -> backbone -> module. Inputs are read first, so a bad file fails before any model loads."""
+    content = load_tensor(resolve_input_path(cfg.content.path), long_side=cfg.size, role="content")
+    style = load_tensor(resolve_input_path(cfg.style.path), long_side=cfg.style_size or cfg.size, role="style")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     init = make_init_image(cfg, content, style)
     layers = [*cfg.layers.content, *cfg.layers.style]
@@ -113,7 +102,7 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         weights_path=resolve_input_path(cfg.backbone.weights_path) if cfg.backbone.weights_path else None,
         last_layer=deepest_layer(layers),
     )
-    module = StyleTransfer(
+    return StyleTransfer(
         backbone=backbone,
         content_image=content,
         style_image=style,
@@ -125,30 +114,50 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         tv_weight=cfg.tv_weight,
         optimizer=instantiate(cfg.optimizer),
     )
-    trainer = make_trainer(cfg, output_dir, [Snapshots(cfg.snapshot_every, output_dir)])
 
-    started = time.perf_counter()
-    trainer.fit(module, train_dataloaders=steps_loader(cfg.steps))
-    wall_seconds = time.perf_counter() - started
-    final = module.evaluate()
-    save_image(module.image, output_dir / "final.png")
+
+def stylize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
+    """Run one style transfer described by `cfg`, writing its results into `output_dir`.
+
+    Returns the metrics also written to metrics.json.
+    """
+    validate(cfg)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    module = build_module(cfg)
+    trainer = make_trainer(cfg, output_dir, run_callbacks(cfg, output_dir))
+    try:
+        started = time.perf_counter()
+        trainer.fit(module, train_dataloaders=steps_loader(cfg.steps))
+        wall_seconds = time.perf_counter() - started
+        final = module.evaluate()
+        save_image(module.image, output_dir / "final.png")
+        metrics = collect_metrics(module, final, trainer.global_step, wall_seconds)
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        log_final(trainer, module, metrics, output_dir)
+    finally:
+        close_loggers(trainer)
+    return metrics
+
+
+def collect_metrics(module: StyleTransfer, final: dict[str, float], steps: int, wall_seconds: float) -> dict[str, Any]:
+    height, width = module.image.shape[-2:]
 
     def main_terms(terms: dict[str, float]) -> dict[str, float]:
         return {key: terms[f"loss/{key}"] for key in ("total", "content", "style", "tv")}
 
-    metrics = {
+    return {
         "initial": main_terms(module.initial_losses),
         "final": main_terms(final),
         "final_style_layers": {k.removeprefix("loss/style/"): v for k, v in final.items() if k.startswith("loss/style/")},
-        "steps": int(trainer.global_step),
+        "steps": int(steps),
         "wall_seconds": wall_seconds,
-        "seconds_per_step": wall_seconds / max(1, trainer.global_step),
+        "seconds_per_step": wall_seconds / max(1, steps),
         "height": int(height),
         "width": int(width),
         "device": str(module.device),
     }
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
 
 
 def steps_loader(steps: int) -> torch.utils.data.DataLoader:
