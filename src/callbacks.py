@@ -1,42 +1,157 @@
-"""Callbacks that write what a run produces besides the logger's files."""
+"""Callbacks that write what a run produces besides the scalars the module logs.
+
+Every run writes loss.png (each loss component against step) and, with snapshots on,
+step_XXXXX.png files and progress.gif; the loggers get the snapshots, the input images,
+the resolved config, the final image and the final metrics.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from src.images import save_image
+from src.images import save_image, to_pil
+from src.loggers import flatten, log_config, log_image, log_summary
+from src.plots import plot_losses, write_progress_gif
+
+log = logging.getLogger(__name__)
+
+LOSS_PLOT = "loss.png"
+PROGRESS_GIF = "progress.gif"
 
 
 class Snapshots(pl.Callback):
-    """Save the image as step_XXXXX.png every `every` optimiser steps (and at step 0)."""
+    """Save the image as step_XXXXX.png every `every` optimiser steps (and at step 0), and hand
+    each snapshot to the loggers (a wandb.Image in W&B, an image in TensorBoard)."""
 
     def __init__(self, every: int, directory: str | Path) -> None:
         self.every = every
         self.directory = Path(directory)
+        self.frames: list[tuple[int, Path]] = []
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if self.every > 0 and trainer.global_step == 0:
-            self.save(module, 0)
+            self.save(trainer, module, 0)
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: object) -> None:
         step = trainer.global_step
         if self.every > 0 and step % self.every == 0:
-            self.save(module, step)
+            self.save(trainer, module, step)
 
-    def save(self, module: pl.LightningModule, step: int) -> None:
-        save_image(module.image, self.directory / f"step_{step:05d}.png")
+    def save(self, trainer: pl.Trainer, module: pl.LightningModule, step: int) -> None:
+        path = save_image(module.image, self.directory / f"step_{step:05d}.png")
+        self.frames.append((step, path))
+        image = to_pil(module.image)
+        for logger in trainer.loggers:
+            log_image(logger, "snapshot", image, step, caption=f"step {step}")
+
+
+class LossHistory(pl.Callback):
+    """Every logged loss component at every step, kept for loss.png whatever the logger.
+
+    The loss logged during update k is that of the image after k-1 updates, so it is recorded
+    at step k-1; the final evaluation adds the point at the last step.
+    """
+
+    def __init__(self) -> None:
+        self.history: dict[str, list[tuple[int, float]]] = {}
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: object) -> None:
+        step = trainer.global_step - 1
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("loss/"):
+                self.add(key, step, float(value))
+
+    def add(self, key: str, step: int, value: float) -> None:
+        points = self.history.setdefault(key, [])
+        if points and points[-1][0] == step:
+            points[-1] = (step, value)
+        else:
+            points.append((step, value))
+
+
+class RunRecord(pl.Callback):
+    """Hands the loggers the resolved config and the input images at the start; if the run
+    fails, still writes loss.png and progress.gif of what it got through."""
+
+    def __init__(self, cfg: DictConfig, output_dir: Path) -> None:
+        self.config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+        self.config_text = OmegaConf.to_yaml(cfg, resolve=True)
+        self.title = plot_title(cfg)
+        self.output_dir = Path(output_dir)
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        for logger in trainer.loggers:
+            log_config(logger, self.config, self.config_text)
+            log_image(logger, "input/content", to_pil(module.content_image), 0, caption="content")
+            log_image(logger, "input/style", to_pil(module.style_image), 0, caption="style")
+
+    def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
+        write_run_pictures(trainer, module, self.output_dir, final=None)
+
+
+def find_callback(trainer: pl.Trainer, kind: type) -> Any:
+    return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
+
+
+def plot_title(cfg: DictConfig) -> str:
+    def stem(path: Any) -> str:
+        return Path(str(path)).stem if path else "?"
+
+    optimizer = str(cfg.optimizer.get("_target_", "?")).rsplit(".", 1)[-1]
+    return (f"{stem(cfg.content.get('path'))} in the style of {stem(cfg.style.get('path'))}: "
+            f"alpha={cfg.alpha:g} beta={cfg.beta:g} tv_weight={cfg.tv_weight:g}, {optimizer}, size {cfg.size}, init {cfg.init.kind}")
+
+
+def write_run_pictures(trainer: pl.Trainer, module: pl.LightningModule, output_dir: Path,
+                       final: dict[str, float] | None) -> None:
+    """loss.png always; progress.gif when there are snapshots. Never fails the run."""
+    history_callback = find_callback(trainer, LossHistory)
+    record = find_callback(trainer, RunRecord)
+    step = trainer.global_step
+    try:
+        history = {k: list(v) for k, v in (history_callback.history if history_callback else {}).items()}
+        if final:
+            for key, value in final.items():
+                points = history.setdefault(key, [])
+                points[:] = [p for p in points if p[0] != step] + [(step, value)]
+        if history:
+            title = record.title if record else ""
+            plot_losses(history, output_dir / LOSS_PLOT, title + ("" if final else " (run failed)"))
+    except Exception as error:  # a picture must never cost the run
+        log.warning("could not write %s: %s", LOSS_PLOT, error)
+    snapshots = find_callback(trainer, Snapshots)
+    try:
+        if snapshots and snapshots.frames:
+            frames: list[tuple[int, Any]] = list(snapshots.frames)
+            if frames[-1][0] != step:
+                frames.append((step, to_pil(module.image)))
+            write_progress_gif(frames, output_dir / PROGRESS_GIF, total_steps=trainer.max_steps if final is None else step)
+    except Exception as error:
+        log.warning("could not write %s: %s", PROGRESS_GIF, error)
 
 
 def run_callbacks(cfg: DictConfig, output_dir: Path) -> list[pl.Callback]:
     """The callbacks every style-transfer run gets."""
-    return [Snapshots(cfg.snapshot_every, output_dir)]
+    return [Snapshots(cfg.snapshot_every, output_dir), LossHistory(), RunRecord(cfg, output_dir)]
 
 
 def log_final(trainer: pl.Trainer, module: pl.LightningModule, metrics: dict[str, Any], output_dir: Path) -> None:
-    """Hand the final image and metrics to the loggers (run summary, final image)."""
+    """After final.png and metrics.json: loss.png, progress.gif, and the loggers' final image and summary."""
+    output_dir = Path(output_dir)
+    final_terms = {f"loss/{k}": v for k, v in metrics["final"].items()}
+    final_terms.update({f"loss/style/{k}": v for k, v in (metrics.get("final_style_layers") or {}).items()})
+    write_run_pictures(trainer, module, output_dir, final=final_terms)
+    step = trainer.global_step
+    image = to_pil(module.image)
+    summary = {key: value for key, value in flatten(metrics).items()
+               if not (isinstance(value, float) and not math.isfinite(value))}
     for logger in trainer.loggers:
-        logger.log_metrics({f"final/{k}": v for k, v in metrics["final"].items()}, step=trainer.global_step)
+        logger.log_metrics({f"final/{k}": v for k, v in metrics["final"].items()}, step=step)
+        log_image(logger, "final", image, step, caption=f"final, step {step}")
+        log_summary(logger, summary)

@@ -127,6 +127,7 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
 
     module = build_module(cfg)
     trainer = make_trainer(cfg, output_dir, run_callbacks(cfg, output_dir))
+    succeeded = False
     try:
         started = time.perf_counter()
         trainer.fit(module, train_dataloaders=steps_loader(cfg.steps))
@@ -136,8 +137,9 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         metrics = collect_metrics(module, final, trainer.global_step, wall_seconds)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         log_final(trainer, module, metrics, output_dir)
+        succeeded = True
     finally:
-        close_loggers(trainer)
+        close_loggers(trainer, succeeded)  # a W&B run is finished, with exit code 1 on failure
     return metrics
 
 
