@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable, Mapping
 
 import pytorch_lightning as pl
@@ -12,6 +13,12 @@ from src.backbone import VGG19Features
 from src.losses import content_loss, gram_matrix, style_loss, tv_loss
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+
+# The optimiser sees J times a constant that makes the largest pixel gradient at the start
+# equal to this. L-BFGS is scale-invariant except for its raw-gradient steps (the first one,
+# and whenever a curvature pair is rejected by torch's absolute 1e-10 threshold); unscaled,
+# those move pixels by millions and the run diverges (seen at beta=1e5).
+START_GRADIENT = 0.01
 
 
 class StyleTransfer(pl.LightningModule):
@@ -51,6 +58,7 @@ class StyleTransfer(pl.LightningModule):
         self.content_targets: dict[str, torch.Tensor] = {}
         self.style_targets: dict[str, torch.Tensor] = {}
         self.initial_losses: dict[str, float] = {}
+        self.loss_scale = 1.0
 
     # -- objective -------------------------------------------------------------------------
 
@@ -91,10 +99,19 @@ class StyleTransfer(pl.LightningModule):
 
     # -- Lightning hooks -------------------------------------------------------------------
 
+    def gradient_scale(self) -> float:
+        """START_GRADIENT / max |dJ/dpixel| at the current image (1 if the gradient is zero)."""
+        image = self.image.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            (gradient,) = torch.autograd.grad(self.losses(image)["loss/total"], image)
+        peak = gradient.abs().max().item()
+        return START_GRADIENT / peak if peak > 0 and math.isfinite(peak) else 1.0
+
     def on_fit_start(self) -> None:
         self.compute_targets()
         if not self.initial_losses:
             self.initial_losses = self.evaluate()
+            self.loss_scale = self.gradient_scale()
 
     def training_step(self, batch: object, batch_index: int) -> torch.Tensor:
         terms = self.losses(self.image)
@@ -105,7 +122,7 @@ class StyleTransfer(pl.LightningModule):
         loss = terms["loss/total"]
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.global_step}")
-        return loss
+        return loss * self.loss_scale
 
     def on_train_batch_end(self, outputs: object, batch: object, batch_index: int) -> None:
         with torch.no_grad():

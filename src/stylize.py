@@ -6,9 +6,11 @@ Data flows one way: images -> backbone targets -> module -> outputs.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,11 @@ from src.module import StyleTransfer
 from src.paths import resolve_input_path
 
 INIT_KINDS = ("noise", "content", "style", "image")
+
+# The frozen backbone is in eval mode on purpose; Lightning's tips are noise on our console.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
 
 
 def validate(cfg: DictConfig) -> None:
