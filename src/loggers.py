@@ -44,13 +44,18 @@ def wandb_logger(save_dir: str, project: str, name: str | None = None, group: st
     if mode == "offline":
         log.info("W&B: logging offline into %s/wandb; upload later with `wandb sync %s/wandb/offline-run-*`",
                  save_dir, save_dir)
-    return WandbLogger(
+    logger = WandbLogger(
         save_dir=save_dir, project=project, mode=mode,
         name=name or job.name, group=group or job.group,
         tags=list(tags) if tags else None,
         job_type=kwargs.pop("job_type", None) or ("sweep-job" if job.multirun else "run"),
         **kwargs,
     )
+    # Lightning always passes anonymous=None, which current wandb versions warn about.
+    init_args = getattr(logger, "_wandb_init", None)
+    if isinstance(init_args, dict) and init_args.get("anonymous") is None:
+        init_args.pop("anonymous", None)
+    return logger
 
 
 def choose_mode() -> str:

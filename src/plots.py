@@ -100,6 +100,7 @@ def plot_losses(history: Mapping[str, Sequence[tuple[int, float]]], path: str | 
     from matplotlib.figure import Figure
 
     from matplotlib import colormaps
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(9.5, 5), dpi=100)
     FigureCanvasAgg(figure)
@@ -130,6 +131,7 @@ def plot_losses(history: Mapping[str, Sequence[tuple[int, float]]], path: str | 
         drawn += 1
     if drawn:
         axes.set_yscale("log")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("step (optimiser updates applied)")
     axes.set_ylabel("weighted loss (log scale)")
     axes.grid(True, which="major", alpha=0.4)
@@ -260,6 +262,17 @@ class SheetLayout:
         return x, y, x + self.box[0], y + self.box[1]
 
 
+def text_scale(box: tuple[int, int]) -> float:
+    """Text grows with the cells (up to 1.6x) so that it stays readable next to large images."""
+    return min(1.6, max(1.0, box[0] / 256))
+
+
+def sheet_fonts(scale: float) -> tuple[ImageFont.ImageFont, ImageFont.ImageFont, ImageFont.ImageFont]:
+    """(label, title, caption) fonts."""
+    return (font(round(LABEL_FONT * scale), bold=True), font(round(TITLE_FONT * scale), bold=True),
+            font(round(CAPTION_FONT * scale)))
+
+
 def grid_shape(axes: Sequence[tuple[str, Sequence[str]]]) -> tuple[list[list[str]], list[list[str]]]:
     """Row and column labels for swept `axes` [(key, values)]: the last parameter runs along the
     columns; the rows are every combination of the others (one label line per parameter)."""
@@ -286,7 +299,8 @@ def cell_box_size(images: Iterable[Image.Image | None]) -> tuple[int, int]:
 
 def sheet_layout(axes: Sequence[tuple[str, Sequence[str]]], box: tuple[int, int], title: str = "") -> SheetLayout:
     rows, cols = grid_shape(axes)
-    label_font, title_font, caption_font = font(LABEL_FONT, bold=True), font(TITLE_FONT, bold=True), font(CAPTION_FONT)
+    scale = text_scale(box)
+    label_font, title_font, caption_font = sheet_fonts(scale)
     cell = (box[0], box[1] + CAPTION_LINES * line_height(caption_font) + 4)
     col_labels = [wrap("  ".join(labels), label_font, cell[0], max_lines=2) for labels in cols]
     col_label_height = max((len(lines) for lines in col_labels), default=0) * line_height(label_font)
@@ -304,7 +318,7 @@ def sheet_layout(axes: Sequence[tuple[str, Sequence[str]]], box: tuple[int, int]
     title_fonts: list[ImageFont.ImageFont] = []
     room = max(x0 + grid_width - PAD, 360)
     for number, paragraph in enumerate(title.splitlines() if title else []):
-        typeface = title_font if number == 0 else font(SUBTITLE_FONT)
+        typeface = title_font if number == 0 else font(round(SUBTITLE_FONT * scale))
         lines = wrap(paragraph, typeface, room, max_lines=3)
         title_lines += lines
         title_fonts += [typeface] * len(lines)
@@ -328,7 +342,7 @@ def draw_contact_sheet(axes: Sequence[tuple[str, Sequence[str]]], cells: Mapping
     layout = sheet_layout(axes, cell_box_size(cell.image for cell in cells.values()), title)
     sheet = Image.new("RGB", layout.size, BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    label_font, title_font, caption_font = font(LABEL_FONT, bold=True), font(TITLE_FONT, bold=True), font(CAPTION_FONT)
+    label_font, title_font, caption_font = sheet_fonts(text_scale(layout.box))
     y = PAD
     for line, typeface in zip(layout.title_lines, layout.title_fonts):
         draw.text((PAD, y), line, fill=INK, font=typeface)

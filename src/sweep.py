@@ -367,9 +367,10 @@ def sheet_title(sweep: Sweep) -> str:
     except ValueError:
         where = str(sweep.directory)
     counts = f"{len(sweep.jobs)} job{'s' if len(sweep.jobs) != 1 else ''}"
-    failed = sweep.failed
-    if failed:
-        counts += f", {len(failed)} FAILED"
+    if sweep.failed:
+        statuses = [job.status for job in sweep.jobs]
+        counts += ": " + ", ".join(f"{statuses.count(s)} {s.upper() if s == 'failed' else s}"
+                                  for s in ("completed", "failed", "no result", "not run") if s in statuses)
     title = f"Sweep {where} — {counts}"
     if sweep.fixed:
         title += "\n" + "fixed: " + "  ".join(pretty_override(o) for o in sweep.fixed)
