@@ -11,6 +11,7 @@ Several units of one layer are optimised together, one image each.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
@@ -88,9 +89,14 @@ class ActivationMaximization(pl.LightningModule):
         self.image = nn.Parameter(init.clamp(0, 1))
         self.generator = generator
 
-    def activations(self, image: torch.Tensor) -> torch.Tensor:
-        """Each image's own unit at the centre position: (U,)."""
-        features = self.backbone(image, [self.layer])[self.layer]
+    def activations(self, image: torch.Tensor, before_relu: bool = False) -> torch.Tensor:
+        """Each image's own unit at the centre position: (U,).
+
+        before_relu: for a ReLU layer, the conv output under it, which also has a gradient
+        where the ReLU is off (a unit that starts at 0 would otherwise never move).
+        """
+        layer = self.layer.replace("relu", "conv") if before_relu else self.layer
+        features = self.backbone(image, [layer])[layer]
         rows = torch.arange(len(self.units), device=features.device)
         return features[rows, self.units, self.index, self.index]
 
@@ -99,7 +105,7 @@ class ActivationMaximization(pl.LightningModule):
         if self.jitter > 0:
             dy, dx = (int(v) for v in torch.randint(-self.jitter, self.jitter + 1, (2,), generator=self.generator))
             image = torch.roll(image, shifts=(dy, dx), dims=(2, 3))
-        reached = self.activations(image) / self.scale
+        reached = self.activations(image, before_relu=True) / self.scale
         loss = -reached.sum()
         if self.tv_weight:
             loss = loss + self.tv_weight * total_variation(self.image).sum()
@@ -153,7 +159,11 @@ def maximize_units(
         num_sanity_val_steps=0, log_every_n_steps=max(1, steps),
     )
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(steps)), batch_size=1)
-    trainer.fit(module, train_dataloaders=loader)
+    with warnings.catch_warnings():
+        # The frozen backbone is meant to stay in eval mode; the dummy loader needs no workers.
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, train_dataloaders=loader)
     module = module.cpu()
     return MaximizeResult(module.image.detach().clone(), module.receptive_field_crops().clone(),
                           [float(v) for v in module.final_activations()])

@@ -234,13 +234,13 @@ def visualize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
     wanted = requested_units(cfg, layers, channels)
     output_dir.mkdir(parents=True, exist_ok=True)
 
+    per_image = patches_per_image(cfg.per_image, cfg.k, len(files))
     where = "the bundled sample images in assets/" if not cfg.data.dir else str(folder)
     print(f"scanning {len(files)} images from {where} at long side {scales} px for {', '.join(layers)} on {device}; "
           f"at most {per_image or cfg.k} patch(es) per image per unit",
           file=sys.stderr)
     started = time.perf_counter()
     dataset = ScaledImages(files, folder, scales)
-    per_image = patches_per_image(cfg.per_image, cfg.k, len(files))
     progress = functools.partial(tqdm, total=math.ceil(len(files) / cfg.data.batch_size), unit="batch",
                                  desc="scanning", mininterval=0.5 if sys.stderr.isatty() else 5.0, file=sys.stderr)
     result = search_units(
