@@ -37,7 +37,9 @@ def check_image_file(path: str | os.PathLike, role: str) -> Path:
             image.verify()
     except UserError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:
+        raise UserError(f"{role} image {path} is too large to decode safely (limit {MAX_PIXELS} px): {error}") from error
+    except UnidentifiedImageError as error:
         raise UserError(f"{role} image {path} is not a readable image: {error}") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise UserError(f"{role} image {path} is corrupt or truncated: {error}") from error

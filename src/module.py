@@ -59,6 +59,11 @@ class StyleTransfer(pl.LightningModule):
         self.style_targets: dict[str, torch.Tensor] = {}
         self.initial_losses: dict[str, float] = {}
         self.loss_scale = 1.0
+        # The last image whose loss was finite, kept so a NaN loses nothing.
+        self.last_good_image = self.image.detach().clone()
+        self.last_good_step = 0
+        # Checkpoints hold the image and optimiser state, not the frozen backbone.
+        self.strict_loading = False
 
     # -- objective -------------------------------------------------------------------------
 
@@ -112,6 +117,8 @@ class StyleTransfer(pl.LightningModule):
         if not self.initial_losses:
             self.initial_losses = self.evaluate()
             self.loss_scale = self.gradient_scale()
+        self.last_good_image = self.image.detach().clone()
+        self.last_good_step = self.global_step
 
     def training_step(self, batch: object, batch_index: int) -> torch.Tensor:
         terms = self.losses(self.image)
@@ -121,12 +128,28 @@ class StyleTransfer(pl.LightningModule):
         self.log_dict(detail, prog_bar=False, on_step=True, on_epoch=False, batch_size=1)
         loss = terms["loss/total"]
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {self.global_step}")
+            raise FloatingPointError(
+                f"the loss became {loss.item()} at step {self.global_step}; "
+                f"kept the image of step {self.last_good_step}"
+            )
+        self.last_good_image = self.image.detach().clone()
+        self.last_good_step = self.global_step
         return loss * self.loss_scale
 
-    def on_train_batch_end(self, outputs: object, batch: object, batch_index: int) -> None:
+    def optimizer_step(self, *args: object, **kwargs: object) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Clamp here, before any callback (snapshots, checkpoints) sees the step's image.
         with torch.no_grad():
             self.image.clamp_(0.0, 1.0)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("backbone.")}
+        checkpoint["style_transfer"] = {"loss_scale": self.loss_scale, "initial_losses": self.initial_losses}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint["style_transfer"]
+        self.loss_scale = saved["loss_scale"]
+        self.initial_losses = saved["initial_losses"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory([self.image])

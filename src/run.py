@@ -7,9 +7,13 @@ import sys
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from pathlib import Path
 
-from src.errors import UserError
+from omegaconf import DictConfig, OmegaConf
+
+from src.errors import Interrupted, RunStopped, UserError
+from src.faults import checkpoint_path
+from src.paths import resolve_input_path
 from src.stylize import stylize
 from src.sweep import run_sweep_job
 
@@ -22,10 +26,32 @@ def main(cfg: DictConfig) -> dict:
         # so that it stops neither the other jobs nor the sweep's contact sheet.
         return run_sweep_job(stylize, cfg, hydra_cfg.runtime.output_dir)
     try:
+        if cfg.resume:
+            return stylize(*resumed_run(cfg.resume))
         return stylize(cfg, hydra_cfg.runtime.output_dir)
-    except UserError as error:
+    except (UserError, RunStopped, Interrupted) as error:
         print(f"error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        print("error: interrupted before the optimisation started; nothing to save", file=sys.stderr)
+        sys.exit(130)
+    except OSError as error:
+        # Unwritable output folder, full disk, ...: say which file and why.
+        print(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
         sys.exit(2)
+
+
+def resumed_run(run_dir: str) -> tuple[DictConfig, Path]:
+    """The config and folder of an interrupted run, to continue it to its requested steps."""
+    folder = resolve_input_path(run_dir)
+    saved = folder / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise UserError(f"resume={run_dir}: {folder} is not a run folder (no .hydra/config.yaml)")
+    if not checkpoint_path(folder).is_file():
+        raise UserError(f"resume={run_dir}: {folder} has no checkpoint to continue from ({checkpoint_path(folder)})")
+    cfg = OmegaConf.load(saved)
+    cfg.resume = None
+    return cfg, folder
 
 
 if __name__ == "__main__":

@@ -21,18 +21,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.backbone import build_backbone, check_layer_names, deepest_layer
 from src.callbacks import log_final, run_callbacks
-from src.errors import UserError
-from src.images import MIN_SIZE, load_tensor, save_image
+from src.errors import Interrupted, RunStopped, UserError
+from src.faults import Checkpointer, StopOnSignal, checkpoint_path, save_checkpoint
+from src.images import MIN_SIZE, load_image, load_tensor, resize, save_image, size_for_long_side, to_tensor
 from src.loggers import close_loggers
 from src.module import StyleTransfer
 from src.paths import resolve_input_path
+from src.resources import check_fits, check_large_enough
+import src.schema  # noqa: F401  (registers the typed config schema with Hydra)
 
 INIT_KINDS = ("noise", "content", "style", "image")
+log = logging.getLogger(__name__)
 
 # The frozen backbone is in eval mode on purpose; Lightning's tips are noise on our console.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+for _name in ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.trainer.connectors.checkpoint_connector"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -43,8 +48,15 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"style_size={cfg.style_size}: must be null or an integer of at least {MIN_SIZE}")
     if not isinstance(cfg.steps, int) or cfg.steps < 1:
         raise UserError(f"steps={cfg.steps}: must be a positive integer")
-    if not isinstance(cfg.snapshot_every, int) or cfg.snapshot_every < 0:
-        raise UserError(f"snapshot_every={cfg.snapshot_every}: must be 0 (off) or a positive integer")
+    for key in ("snapshot_every", "checkpoint_every"):
+        if not isinstance(cfg[key], int) or cfg[key] < 0:
+            raise UserError(f"{key}={cfg[key]}: must be 0 (off) or a positive integer")
+    if cfg.backbone.pooling not in ("max", "avg"):
+        raise UserError(f"backbone.pooling={cfg.backbone.pooling!r}: must be one of max, avg")
+    if cfg.backbone.weights not in ("caffe", "torchvision"):
+        raise UserError(f"backbone.weights={cfg.backbone.weights!r}: must be one of caffe, torchvision")
+    if cfg.device.accelerator not in ("cpu", "gpu", "cuda", "auto"):
+        raise UserError(f"device.accelerator={cfg.device.accelerator!r}: must be one of cpu, gpu, auto")
     for key in ("alpha", "beta", "tv_weight"):
         value = cfg[key]
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -53,7 +65,10 @@ def validate(cfg: DictConfig) -> None:
         layers = cfg.layers[group]
         if not layers:
             raise UserError(f"layers.{group} is empty: name at least one layer")
-        check_layer_names(layers.keys())
+        try:
+            check_layer_names(layers.keys())
+        except UserError as error:
+            raise UserError(f"layers.{group}: {error}") from None
         for name, weight in layers.items():
             if not isinstance(weight, (int, float)) or weight < 0:
                 raise UserError(f"layers.{group}.{name}={weight}: layer weights must be numbers >= 0")
@@ -83,7 +98,7 @@ def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[pl.Callback]
         accelerator=cfg.device.accelerator,
         devices=1,
         precision=cfg.device.precision,
-        max_epochs=1,
+        max_epochs=-1,  # until max_steps, also when resuming a stopped epoch
         max_steps=cfg.steps,
         logger=logger,
         callbacks=callbacks,
@@ -97,12 +112,24 @@ def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[pl.Callback]
 
 
 def build_module(cfg: DictConfig) -> StyleTransfer:
-    """Images -> backbone -> module. Inputs are read first, so a bad file fails before any model loads."""
-    content = load_tensor(resolve_input_path(cfg.content.path), long_side=cfg.size, role="content")
-    style = load_tensor(resolve_input_path(cfg.style.path), long_side=cfg.style_size or cfg.size, role="style")
+    """Images -> backbone -> module. Inputs are read and sizes checked before any model loads."""
+    content_image = load_image(resolve_input_path(cfg.content.path), role="content")
+    style_image = load_image(resolve_input_path(cfg.style.path), role="style")
+    if cfg.init.kind == "image":
+        load_image(resolve_input_path(cfg.init.path), role="init")  # checked now, read later
+    # Sizes are checked before resizing: an impossible size must not allocate anything.
+    width, height = size_for_long_side(*content_image.size, cfg.size)
+    style_width, style_height = size_for_long_side(*style_image.size, cfg.style_size or cfg.size)
+    layers = [*cfg.layers.content, *cfg.layers.style]
+    check_large_enough(height, width, layers, "content")
+    check_large_enough(style_height, style_width, list(cfg.layers.style), "style")
+    history = int(cfg.optimizer.get("history_size", 0))
+    check_fits(height, width, layers, history, cfg.device.accelerator, cfg.size)
+    check_fits(style_height, style_width, list(cfg.layers.style), 0, cfg.device.accelerator, cfg.style_size or cfg.size)
+    content = to_tensor(resize(content_image, (width, height)))
+    style = to_tensor(resize(style_image, (style_width, style_height)))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     init = make_init_image(cfg, content, style)
-    layers = [*cfg.layers.content, *cfg.layers.style]
     backbone = build_backbone(
         weights=cfg.backbone.weights,
         pooling=cfg.backbone.pooling,
@@ -123,26 +150,54 @@ def build_module(cfg: DictConfig) -> StyleTransfer:
     )
 
 
+def check_output_dir(output_dir: Path) -> Path | None:
+    """Never overwrite a finished run; return the checkpoint to continue from, if any."""
+    if (output_dir / "final.png").exists():
+        raise UserError(f"{output_dir} already holds a finished run (final.png); refusing to overwrite it")
+    checkpoint = checkpoint_path(output_dir)
+    return checkpoint if checkpoint.is_file() else None
+
+
 def stylize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
     """Run one style transfer described by `cfg`, writing its results into `output_dir`.
 
-    Returns the metrics also written to metrics.json.
+    If `output_dir` holds a checkpoint of an unfinished run (a resume, or a requeued cluster
+    job), the run continues from it. Returns the metrics also written to metrics.json.
     """
     validate(cfg)
     output_dir = Path(output_dir)
+    resume_from = check_output_dir(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
     module = build_module(cfg)
-    trainer = make_trainer(cfg, output_dir, run_callbacks(cfg, output_dir))
+    stop = StopOnSignal()
+    callbacks = [*run_callbacks(cfg, output_dir), Checkpointer(cfg.checkpoint_every, output_dir), stop]
+    trainer = make_trainer(cfg, output_dir, callbacks)
+    if resume_from:
+        log.info("continuing %s from %s", output_dir, resume_from)
     succeeded = False
     try:
         started = time.perf_counter()
-        trainer.fit(module, train_dataloaders=steps_loader(cfg.steps))
+        try:
+            trainer.fit(module, train_dataloaders=steps_loader(cfg.steps), ckpt_path=resume_from)
+        except FloatingPointError as error:
+            keep_last_good(module, trainer, output_dir, time.perf_counter() - started, str(error))
+            raise RunStopped(f"{error}: saved {output_dir / 'last_good.png'} and metrics.json", exit_code=3) from error
         wall_seconds = time.perf_counter() - started
+        if stop.received is not None:
+            save_checkpoint(trainer, output_dir)
+            save_image(module.image, output_dir / "interrupted.png")
+            metrics = collect_metrics(module, module.evaluate(), trainer.global_step, wall_seconds, status="interrupted")
+            write_metrics(output_dir, metrics)
+            raise Interrupted(
+                f"stopped by {stop.signal_name} after step {trainer.global_step} of {cfg.steps}; saved "
+                f"interrupted.png, metrics.json and {checkpoint_path(output_dir)}; continue with resume={output_dir}",
+                exit_code=128 + stop.received,
+            )
         final = module.evaluate()
         save_image(module.image, output_dir / "final.png")
         metrics = collect_metrics(module, final, trainer.global_step, wall_seconds)
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_metrics(output_dir, metrics)
         log_final(trainer, module, metrics, output_dir)
         succeeded = True
     finally:
@@ -150,13 +205,30 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
     return metrics
 
 
-def collect_metrics(module: StyleTransfer, final: dict[str, float], steps: int, wall_seconds: float) -> dict[str, Any]:
+def keep_last_good(module: StyleTransfer, trainer: pl.Trainer, output_dir: Path, wall_seconds: float, error: str) -> None:
+    """After a NaN/Inf: put back the last image with a finite loss and save it with its metrics."""
+    with torch.no_grad():
+        module.image.copy_(module.last_good_image)
+    save_image(module.image, output_dir / "last_good.png")
+    metrics = collect_metrics(module, module.evaluate(), module.last_good_step, wall_seconds, status="failed")
+    metrics["error"] = error
+    write_metrics(output_dir, metrics)
+
+
+def write_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
+    temporary = output_dir / "metrics.json.tmp"
+    temporary.write_text(json.dumps(metrics, indent=2))
+    os.replace(temporary, output_dir / "metrics.json")
+
+
+def collect_metrics(module: StyleTransfer, final: dict[str, float], steps: int, wall_seconds: float, status: str = "finished") -> dict[str, Any]:
     height, width = module.image.shape[-2:]
 
     def main_terms(terms: dict[str, float]) -> dict[str, float]:
         return {key: terms[f"loss/{key}"] for key in ("total", "content", "style", "tv")}
 
     return {
+        "status": status,
         "initial": main_terms(module.initial_losses),
         "final": main_terms(final),
         "final_style_layers": {k.removeprefix("loss/style/"): v for k, v in final.items() if k.startswith("loss/style/")},

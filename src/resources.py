@@ -1,0 +1,68 @@
+"""Will a run fit? Refuse impossible sizes up front, with the limit named, instead of an OOM kill."""
+
+from __future__ import annotations
+
+import torch
+
+from src.backbone import LAYER_NAMES, VGG19_BLOCKS, deepest_layer
+from src.errors import UserError
+
+BYTES_PER_FLOAT = 4
+# Fixed cost: weights, Python, Lightning, buffers.
+BASE_BYTES = 1.5 * 2**30
+# Activations kept for the backward pass, plus the transient gradients of the widest layers.
+ACTIVATION_FACTOR = 1.5
+
+
+def pools_before(layer: str) -> int:
+    return sum(name.startswith("pool") for name in LAYER_NAMES[: LAYER_NAMES.index(layer)])
+
+
+def check_large_enough(height: int, width: int, layers: list[str], role: str) -> None:
+    """Every used layer must have at least one position: 2**pools pixels on the short side."""
+    deepest = deepest_layer(layers)
+    needed = 2 ** pools_before(deepest)
+    if min(height, width) < needed:
+        raise UserError(
+            f"the {role} image would be {width}x{height} px, too small for layer {deepest}, "
+            f"which needs at least {needed} px on the short side; raise size (or style_size)"
+        )
+
+
+def activation_bytes(height: int, width: int, last_layer: str) -> int:
+    """Bytes of all layer outputs up to `last_layer` for one image."""
+    total, h, w, channels = 0, height, width, 3
+    for name in LAYER_NAMES[: LAYER_NAMES.index(last_layer) + 1]:
+        if name.startswith("pool"):
+            h, w = h // 2, w // 2
+        else:
+            channels = VGG19_BLOCKS[int(name[4]) - 1][0]
+        total += channels * h * w * BYTES_PER_FLOAT
+    return total
+
+
+def estimated_peak_bytes(height: int, width: int, layers: list[str], history_size: int) -> int:
+    image = 3 * height * width * BYTES_PER_FLOAT
+    optimiser = (2 * history_size + 4) * image  # L-BFGS keeps s and y vectors; Adam ~ 4 images
+    return int(BASE_BYTES + ACTIVATION_FACTOR * activation_bytes(height, width, deepest_layer(layers)) + optimiser)
+
+
+def available_bytes(accelerator: str) -> tuple[int, str]:
+    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return int(free), "free GPU memory"
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024, "available memory"
+    return 2**62, "memory"  # pragma: no cover - not Linux
+
+
+def check_fits(height: int, width: int, layers: list[str], history_size: int, accelerator: str, size: int) -> None:
+    needed = estimated_peak_bytes(height, width, layers, history_size)
+    have, what = available_bytes(accelerator)
+    if needed > have:
+        raise UserError(
+            f"size={size} ({width}x{height} px) needs about {needed / 2**30:.1f} GiB, "
+            f"more than the {have / 2**30:.1f} GiB of {what}; choose a smaller size"
+        )
