@@ -151,7 +151,8 @@ def log_final(trainer: pl.Trainer, module: pl.LightningModule, metrics: dict[str
     image = to_pil(module.image)
     summary = {key: value for key, value in flatten(metrics).items()
                if not (isinstance(value, float) and not math.isfinite(value))}
+    record = find_callback(trainer, RunRecord)
     for logger in trainer.loggers:
         logger.log_metrics({f"final/{k}": v for k, v in metrics["final"].items()}, step=step)
         log_image(logger, "final", image, step, caption=f"final, step {step}")
-        log_summary(logger, summary)
+        log_summary(logger, summary, record.config if record else None)

@@ -118,13 +118,24 @@ def log_config(logger: Logger, config: Mapping[str, Any], text: str) -> None:
         logger.experiment.add_text("config", "\n".join("    " + line for line in text.splitlines()), global_step=0)
 
 
-def log_summary(logger: Logger, summary: Mapping[str, Any]) -> None:
-    """Final metrics: W&B's run summary; TensorBoard gets them as final/* scalars elsewhere."""
+def log_summary(logger: Logger, summary: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
+    """Final metrics: W&B's run summary. TensorBoard: a summary text, and the config against the
+    final/* scalars in the HPARAMS tab, so that the jobs of a sweep can be compared there."""
     if isinstance(logger, WandbLogger):
         logger.experiment.summary.update(dict(summary))
     elif isinstance(logger, TensorBoardLogger):
         lines = [f"| {key} | {value} |" for key, value in summary.items()]
         logger.experiment.add_text("summary", "\n".join(["| metric | value |", "|---|---|", *lines]))
+        if config:
+            from torch.utils.tensorboard.summary import hparams
+
+            params = {key: value if isinstance(value, (int, float, str, bool)) else str(value)
+                      for key, value in flatten(config).items()}
+            metrics = {key: value for key, value in summary.items()
+                       if key.startswith("final/") and isinstance(value, (int, float))}
+            writer = logger.experiment._get_file_writer()
+            for event in hparams(params, metrics):
+                writer.add_summary(event)
 
 
 def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -86,7 +86,9 @@ class JobInfo:
     @property
     def name(self) -> str | None:
         """A run name made of the overrides that tell this job from the others."""
-        pieces = self.swept if self.multirun else self.overrides
+        pieces = self.swept if self.multirun else [
+            o for o in self.overrides if split_override(o)[0].lstrip("+~") != "logger"
+            and not split_override(o)[0].lstrip("+~").startswith("logger.")]
         if not pieces:
             return f"job {self.num}" if self.multirun else None
         return ",".join(pretty_override(p) for p in pieces)[:128]

@@ -159,3 +159,27 @@ def test_progress_gif_enlarges_tiny_images_and_holds_the_result(tmp_path):
         red = gif.convert("RGB").getpixel((128, 96))[0]
         assert abs(red - index * 40) <= 8
     assert durations[-1] == max(durations)
+
+
+def test_failed_run_still_draws_how_far_it_got(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    import src.run  # noqa: F401  (registers the config schema and resolvers, as the command line does)
+    from src.module import StyleTransfer
+    from src.stylize import stylize
+
+    original = StyleTransfer.training_step
+
+    def fails_at_step_3(self, batch, index):
+        if self.global_step >= 3:
+            raise FloatingPointError("loss became nan at step 3")
+        return original(self, batch, index)
+
+    monkeypatch.setattr(StyleTransfer, "training_step", fails_at_step_3)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["size=32", "steps=6", "snapshot_every=2", "logger=none", "device=cpu"])
+    with pytest.raises(Exception, match="loss became nan at step 3"):
+        stylize(cfg, tmp_path)
+    assert not (tmp_path / "final.png").exists()
+    assert Image.open(tmp_path / "loss.png").format == "PNG"
+    assert Image.open(tmp_path / "progress.gif").n_frames == 3  # steps 0 and 2, and the image at step 3

@@ -114,7 +114,7 @@ def test_failed_run_is_finished_with_exit_code_1(tmp_path):
     assert "Invalid learning rate" in result.stderr
     run = OfflineRun(run_dir)
     assert run.exit_code == 1
-    assert run.run.display_name.startswith("logger=wandb,optimizer=adam,optimizer.lr=-1")
+    assert run.run.display_name.startswith("optimizer=adam,optimizer.lr=-1,size=32")  # logger=... left out
 
 
 def test_no_login_means_offline_without_prompting(tmp_path):
@@ -157,4 +157,6 @@ def test_tensorboard_gets_the_same_scalars_and_images(tmp_path):
     images = set(events.Tags()["images"])
     assert {"snapshot", "final", "input/content", "input/style"} <= images
     assert [event.step for event in events.Images("snapshot")] == [0, 2, 4]
+    assert "config" in events.Tags()["tensors"] or "config/text_summary" in events.Tags()["tensors"]
+    assert events.PluginTagToContent("hparams")  # the config against final/* in the HPARAMS tab
     assert (run_dir / "loss.png").is_file() and (run_dir / "progress.gif").is_file()
