@@ -100,7 +100,12 @@ class StyleTransfer(pl.LightningModule):
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """The loss terms at the current image, as plain floats."""
-        return {key: value.item() for key, value in self.losses(self.image).items()}
+        return self.evaluate_image(self.image)
+
+    @torch.no_grad()
+    def evaluate_image(self, image: torch.Tensor) -> dict[str, float]:
+        """The loss terms at any image of the right size, as plain floats."""
+        return {key: value.item() for key, value in self.losses(image.to(self.image)).items()}
 
     # -- Lightning hooks -------------------------------------------------------------------
 

@@ -158,7 +158,7 @@ def check_output_dir(output_dir: Path) -> Path | None:
     return checkpoint if checkpoint.is_file() else None
 
 
-def stylize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
+def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
     """Run one style transfer described by `cfg`, writing its results into `output_dir`.
 
     If `output_dir` holds a checkpoint of an unfinished run (a resume, or a requeued cluster
@@ -171,7 +171,7 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
 
     module = build_module(cfg)
     stop = StopOnSignal()
-    callbacks = [*run_callbacks(cfg, output_dir), Checkpointer(cfg.checkpoint_every, output_dir), stop]
+    callbacks = [*run_callbacks(cfg, output_dir), Checkpointer(cfg.checkpoint_every, output_dir), stop, *(extra_callbacks or [])]
     trainer = make_trainer(cfg, output_dir, callbacks)
     if resume_from:
         log.info("continuing %s from %s", output_dir, resume_from)
