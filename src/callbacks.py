@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.images import save_image, to_pil
 from src.loggers import flatten, log_config, log_image, log_summary
 from src.plots import plot_losses, write_progress_gif
+from src.sweep import pretty_value
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +104,13 @@ def plot_title(cfg: DictConfig) -> str:
     def stem(path: Any) -> str:
         return Path(str(path)).stem if path else "?"
 
+    def number(value: Any) -> str:
+        return pretty_value(str(float(value)))
+
     optimizer = str(cfg.optimizer.get("_target_", "?")).rsplit(".", 1)[-1]
     return (f"{stem(cfg.content.get('path'))} in the style of {stem(cfg.style.get('path'))}: "
-            f"alpha={cfg.alpha:g} beta={cfg.beta:g} tv_weight={cfg.tv_weight:g}, {optimizer}, size {cfg.size}, init {cfg.init.kind}")
+            f"alpha={number(cfg.alpha)} beta={number(cfg.beta)} tv_weight={number(cfg.tv_weight)}, "
+            f"{optimizer}, size {cfg.size}, init {cfg.init.kind}")
 
 
 def write_run_pictures(trainer: pl.Trainer, module: pl.LightningModule, output_dir: Path,

@@ -110,6 +110,7 @@ def plot_losses(history: Mapping[str, Sequence[tuple[int, float]]], path: str | 
     # style layers shallow -> deep in one colour ramp, distinct from the main terms' colours
     ramp = colormaps["viridis"]
     layer_colours = {key: ramp(0.1 + 0.8 * i / max(1, len(layer_keys) - 1)) for i, key in enumerate(layer_keys)}
+    markers = max((len(points) for points in history.values()), default=0) <= 30  # the same on every line
     drawn = 0
     for key in [*MAIN_TERMS, *other_keys, *layer_keys]:
         points = history.get(key)
@@ -126,7 +127,7 @@ def plot_losses(history: Mapping[str, Sequence[tuple[int, float]]], path: str | 
             style = dict(color=MAIN_COLOURS[key], linewidth=2.2 if key == "loss/total" else 1.6)
         else:
             style = dict(linewidth=1.0, linestyle="--", alpha=0.9, color=layer_colours.get(key))
-        marker = "o" if len(values) <= 30 else None
+        marker = "o" if markers else None
         axes.plot(steps, values, label=label, marker=marker, markersize=3, **style)
         drawn += 1
     if drawn:
@@ -220,6 +221,8 @@ PAD = 16
 GAP = 10
 CELL_MIN = 192
 CELL_MAX = 512
+CELL_SMALLEST = 96
+SHEET_MAX = 6000
 TITLE_FONT = 20
 SUBTITLE_FONT = 14
 LABEL_FONT = 16
@@ -286,13 +289,16 @@ def grid_shape(axes: Sequence[tuple[str, Sequence[str]]]) -> tuple[list[list[str
     return rows, cols
 
 
-def cell_box_size(images: Iterable[Image.Image | None]) -> tuple[int, int]:
-    """The image area of a cell: the largest final image, clamped to [CELL_MIN, CELL_MAX] px."""
+def cell_box_size(images: Iterable[Image.Image | None], grid_side: int = 1) -> tuple[int, int]:
+    """The image area of a cell: the largest final image, clamped to [CELL_MIN, CELL_MAX] px,
+    and smaller in big grids (`grid_side`: the larger of rows and columns) to keep the sheet
+    within about SHEET_MAX px."""
     sizes = [image.size for image in images if image is not None]
+    limit = min(CELL_MAX, max(CELL_SMALLEST, SHEET_MAX // max(1, grid_side)))
     if not sizes:
-        return CELL_MIN, CELL_MIN
+        return min(CELL_MIN, limit), min(CELL_MIN, limit)
     long_side = max(max(size) for size in sizes)
-    target = min(CELL_MAX, max(CELL_MIN, long_side))
+    target = min(limit, max(CELL_MIN, long_side))
     fitted = [fit_size(size, (target, target)) for size in sizes]
     return max(w for w, _ in fitted), max(h for _, h in fitted)
 
@@ -339,7 +345,9 @@ def draw_contact_sheet(axes: Sequence[tuple[str, Sequence[str]]], cells: Mapping
 
     `cells` maps (row, col) -> Cell; grid positions without a cell are drawn as "not run".
     """
-    layout = sheet_layout(axes, cell_box_size(cell.image for cell in cells.values()), title)
+    rows, cols = grid_shape(axes)
+    box = cell_box_size((cell.image for cell in cells.values()), max(len(rows), len(cols)))
+    layout = sheet_layout(axes, box, title)
     sheet = Image.new("RGB", layout.size, BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     label_font, title_font, caption_font = sheet_fonts(text_scale(layout.box))

@@ -473,7 +473,13 @@ class SweepReport(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_dir():
             return
-        sweep = write_report(sweep_dir)
+        try:
+            sweep = write_report(sweep_dir)
+        except Exception as error:  # the jobs' own results are all in place; say what went wrong
+            log.exception("could not write the sweep report")
+            print(f"error: could not write {sweep_dir / SHEET_FILE} and {SUMMARY_FILE}: {error}; "
+                  f"retry with `python -m src.sweep {sweep_dir}`", file=sys.stderr)
+            sys.exit(1)
         done = len(sweep.jobs) - len(sweep.failed)
         log.info("sweep finished: %d of %d jobs completed; %s, %s", done, len(sweep.jobs),
                  sweep_dir / SHEET_FILE, sweep_dir / SUMMARY_FILE)

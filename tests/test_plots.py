@@ -183,3 +183,11 @@ def test_failed_run_still_draws_how_far_it_got(tmp_path, monkeypatch):
     assert not (tmp_path / "final.png").exists()
     assert Image.open(tmp_path / "loss.png").format == "PNG"
     assert Image.open(tmp_path / "progress.gif").n_frames == 3  # steps 0 and 2, and the image at step 3
+
+
+def test_big_grids_get_smaller_cells(tmp_path):
+    sweep_dir = fake_sweep(tmp_path / "sweep", [("seed", ",".join(map(str, range(40))), [str(i) for i in range(40)])],
+                           image_size=(512, 384))
+    image, layout = contact_sheet(read_sweep(sweep_dir))
+    assert (layout.rows, layout.cols) == (1, 40)
+    assert layout.box[0] == 6000 // 40 and image.size[0] < 40 * 160 + 200
