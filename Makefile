@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test clean
+.PHONY: help install run test bench figure clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -27,3 +27,6 @@ test: $(STAMP)  ## run the test suite
 clean:  ## remove caches (keeps .venv and outputs/)
 	rm -rf .pytest_cache build *.egg-info
 	find . -name __pycache__ -type d -not -path './.venv/*' -exec rm -rf {} +
+
+bench: $(STAMP)  ## measure speed and memory (minutes; not a test): outputs/bench/<date-time>/bench.json
+	$(BIN)/python -m src.bench $(ARGS)
