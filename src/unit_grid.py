@@ -38,7 +38,7 @@ def cell_size(patch_size: int, min_cell: int, max_cell: int) -> int:
 def fit(patch: Image.Image, size: int) -> Image.Image:
     if patch.size == (size, size):
         return patch
-    if size >= patch.width and size % patch.width == 0:
+    if size >= 2 * patch.width:
         return patch.resize((size, size), Image.Resampling.NEAREST)  # keep pixels visible
     return patch.resize((size, size), Image.Resampling.LANCZOS)
 

@@ -42,13 +42,16 @@ def layer_list(cfg: DictConfig) -> list[str]:
 
 
 def logger_kind(cfg: DictConfig) -> str:
-    """'none' or 'wandb': the grids are images, which only the W&B logger is used for here."""
+    """'none', 'wandb' or 'tensorboard': the loggers that can show the grids, which are images."""
     target = cfg.logger.get("_target_") if isinstance(cfg.logger, DictConfig) else cfg.logger
     if target in (None, "none"):
         return "none"
     if target == "src.loggers.wandb_logger":
         return "wandb"
-    raise UserError("logger: src.visualize writes its grids as PNG files and can log them to W&B only; use logger=none or logger=wandb")
+    if str(target).endswith("TensorBoardLogger"):
+        return "tensorboard"
+    raise UserError(f"logger={target}: src.visualize logs its grids, which are images; "
+                    "use logger=none, logger=wandb or logger=tensorboard")
 
 
 # -- config checks ----------------------------------------------------------------------------
@@ -293,8 +296,8 @@ def visualize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
     report["overview"] = "overview.png"
     report["seconds"] = time.perf_counter() - started
     (output_dir / "topk.json").write_text(json.dumps(report, indent=2))
-    if logger_kind(cfg) == "wandb":
-        log_to_wandb(cfg, output_dir, grids)
+    if logger_kind(cfg) != "none":
+        log_grids(cfg, output_dir, grids)
     print(f"wrote {len(grids)} grids, overview.png and topk.json to {output_dir} "
           f"(search {search_seconds:.1f} s, total {report['seconds']:.1f} s)", file=sys.stderr)
     return report
@@ -324,15 +327,23 @@ def maximize(cfg: DictConfig, backbone: VGG19Features, layer: str, units: list[i
     return {"crops": crops, "entries": entries}
 
 
-def log_to_wandb(cfg: DictConfig, output_dir: Path, grids: dict[str, Path]) -> None:
-    import wandb
+def log_grids(cfg: DictConfig, output_dir: Path, grids: dict[str, Path]) -> None:
+    """The grids and the overview as images in the configured logger (W&B or TensorBoard)."""
+    from hydra.utils import instantiate
 
-    from src.loggers import wandb_logger
+    from src.loggers import log_config, log_image
 
-    logger = wandb_logger(str(output_dir), cfg.logger.project)
+    logger = instantiate(cfg.logger, save_dir=str(output_dir))
+    succeeded = False
     try:
-        images = {f"units/{name}": wandb.Image(str(path), caption=name) for name, path in grids.items()}
-        images["units/overview"] = wandb.Image(str(output_dir / "overview.png"), caption="all layers")
-        logger.experiment.log(images)
+        log_config(logger, OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_yaml(cfg))
+        for name, path in [*grids.items(), ("overview", output_dir / "overview.png")]:
+            with Image.open(path) as image:
+                log_image(logger, f"units/{name}", image.convert("RGB"), step=0, caption=path.name)
+        succeeded = True
     finally:
-        wandb.finish()
+        logger.finalize("success" if succeeded else "failed")
+        if logger_kind(cfg) == "wandb":
+            import wandb
+
+            wandb.finish(exit_code=0 if succeeded else 1)
