@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from src.images import save_image, to_pil
@@ -158,6 +159,7 @@ def log_final(trainer: pl.Trainer, module: pl.LightningModule, metrics: dict[str
                if not (isinstance(value, float) and not math.isfinite(value))}
     record = find_callback(trainer, RunRecord)
     for logger in trainer.loggers:
-        logger.log_metrics({f"final/{k}": v for k, v in metrics["final"].items()}, step=step)
+        if not isinstance(logger, CSVLogger):  # csv/metrics.csv stays one row per step; metrics.json has these
+            logger.log_metrics({f"final/{k}": v for k, v in metrics["final"].items()}, step=step)
         log_image(logger, "final", image, step, caption=f"final, step {step}")
         log_summary(logger, summary, record.config if record else None)
