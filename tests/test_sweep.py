@@ -12,6 +12,7 @@ from conftest import run_cli
 from src.sweep import contact_sheet, read_sweep
 
 TINY = ["size=32", "steps=3", "device=cpu", "logger=none"]
+FASTEST = ["size=32", "steps=1", "device=cpu", "logger=none"]  # where only the launching is tested
 
 
 def summary(sweep_dir: Path) -> list[dict]:
@@ -55,7 +56,7 @@ def test_basic_sweep_keeps_going_past_a_failed_job(tmp_path):
 
 def test_submitit_local_sweep(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = run_cli("-m", "hydra/launcher=submitit_local", "beta=1e3,1e4", *TINY, f"hydra.sweep.dir={sweep_dir}",
+    result = run_cli("-m", "hydra/launcher=submitit_local", "beta=1e3,1e4", *FASTEST, f"hydra.sweep.dir={sweep_dir}",
                      timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (sweep_dir / ".submitit").is_dir()  # really went through submitit
@@ -68,7 +69,7 @@ def test_submitit_local_sweep(tmp_path):
 
 def test_joblib_sweep_runs_jobs_in_parallel_processes(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = run_cli("-m", "hydra/launcher=joblib", "seed=1,2", "init=noise", *TINY, f"hydra.sweep.dir={sweep_dir}",
+    result = run_cli("-m", "hydra/launcher=joblib", "seed=1,2", "init=noise", *FASTEST, f"hydra.sweep.dir={sweep_dir}",
                      timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
@@ -88,7 +89,7 @@ def test_slurm_launcher_options_reach_sbatch(tmp_path):
     captured = tmp_path / "job.sbatch"
     result = run_cli("-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=2",
                      "hydra.launcher.timeout_min=30", "hydra.launcher.array_parallelism=2",
-                     "beta=1e3,1e4,1e5", *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=120,
+                     "beta=1e3,1e4,1e5", *FASTEST, f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=120,
                      env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SBATCH_CAPTURE": str(captured)})
     assert result.returncode != 0 and "no cluster (test)" in result.stderr
     script = captured.read_text()
