@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 # What the network sees beyond the border: its zero padding is the mean colour of the
 # training images (both backbones subtract the ImageNet mean before the first conv).
 PAD_COLOUR = (124, 116, 104)
-BACKGROUND = (255, 255, 255)
+BACKGROUND = (228, 228, 228)   # light grey: white and black patches both stand out
 TEXT = (0, 0, 0)
 
 
@@ -87,18 +87,21 @@ def layer_grid(
             wide.paste(fit(extra, side), (block.width + gap * 3, 0))
             block = wide
         blocks.append((label, block))
-    label_height = 16
-    font = _font(12)
-    title_height = 26
+    # Text grows with the cells, so that it reads the same once overview.png scales layers alike.
+    label_size, title_size = max(12, cell // 5), max(16, cell // 3)
+    label_height, title_height = label_size + 4, title_size + 12
+    font = _font(label_size)
     unit_columns = max(1, math.ceil(math.sqrt(len(blocks))))
     unit_rows = max(1, math.ceil(len(blocks) / unit_columns))
     block_w = max((b.width for _, b in blocks), default=cell)
     block_h = max((b.height for _, b in blocks), default=cell)
     width = unit_columns * block_w + (unit_columns + 1) * unit_gap
     height = title_height + unit_rows * (block_h + label_height) + (unit_rows + 1) * unit_gap
-    grid = Image.new("RGB", (max(width, 160), height), BACKGROUND)
+    title_font = _font(title_size)
+    width = max(width, int(title_font.getlength(title)) + 2 * unit_gap)
+    grid = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(grid)
-    draw.text((unit_gap, 6), title, fill=TEXT, font=_font(16))
+    draw.text((unit_gap, 6), title, fill=TEXT, font=title_font)
     for index, (label, block) in enumerate(blocks):
         row, column = divmod(index, unit_columns)
         x = unit_gap + column * (block_w + unit_gap)

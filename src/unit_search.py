@@ -13,9 +13,9 @@ receptive field. Per image (all its scales together) a unit contributes at most
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -29,7 +29,9 @@ from src.images import MIN_SIZE, load_image, resize, size_for_long_side, to_tens
 from src.receptive_field import ReceptiveField, backbone_receptive_fields
 
 # Views pushed through the network at once are capped by pixels too, to bound memory.
-MAX_BATCH_PIXELS = 1 << 21
+MAX_BATCH_PIXELS = 1 << 20
+log = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
@@ -321,7 +323,7 @@ def search_units(
             for item in batch:
                 if "error" in item:
                     skipped.append(f"{item['name']}: {item['error']}")
-                    warnings.warn(f"skipping unreadable image {item['error']}", stacklevel=2)
+                    log.warning("skipping an unreadable file: %s", item["error"])
                 else:
                     sizes[item["index"]] = tuple(item["size"])
                     good.append(item)
@@ -363,6 +365,20 @@ def _search_batch(backbone, items, state, radius, picks, spacing, min_inside, ba
             merged.append(candidates)
             image_index.append(torch.full_like(candidates.y, item["index"]))
         state[name].merge(Candidates.cat(merged), torch.cat(image_index, dim=1))
+
+
+# `data.scales=auto`: the first of these whose scan stays within AUTO_PIXEL_BUDGET pixels
+# in all (counting every image as square), else the last.
+AUTO_SCALES = ([256, 384, 512, 768], [256, 384, 512], [256, 512], [256, 384], [256])
+AUTO_PIXEL_BUDGET = 10_000_000
+
+
+def auto_scales(images: int) -> list[int]:
+    """Several scales for a few images (the 9 bundled ones get all four), one for many."""
+    for scales in AUTO_SCALES:
+        if images * sum(s * s for s in scales) <= AUTO_PIXEL_BUDGET:
+            return list(scales)
+    return list(AUTO_SCALES[-1])
 
 
 def check_scales(scales: Sequence[int]) -> list[int]:

@@ -19,6 +19,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src.backbone import VGG19Features, build_backbone, check_layer_names, deepest_layer
 from src.errors import UserError
@@ -27,7 +28,7 @@ from src.paths import ASSETS_DIR, resolve_input_path
 from src.receptive_field import backbone_receptive_fields
 from src.unit_grid import crop_patch, layer_grid, side_by_side
 from src.unit_search import (
-    LayerTopK, ScaledImages, SearchResult, check_scales, find_images, layer_channels, search_units,
+    LayerTopK, ScaledImages, SearchResult, auto_scales, check_scales, find_images, layer_channels, search_units,
 )
 
 
@@ -83,7 +84,8 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"min_inside={cfg.min_inside!r}: must be a fraction between 0 and 1")
     if cfg.distinct is not None and (not _is_number(cfg.distinct) or not -1 <= cfg.distinct <= 1):
         raise UserError(f"distinct={cfg.distinct!r}: must be null or a correlation between -1 and 1 (1: off)")
-    check_scales(list(cfg.data.scales) if isinstance(cfg.data.scales, ListConfig) else [cfg.data.scales])
+    if cfg.data.scales != "auto":
+        check_scales(list(cfg.data.scales) if isinstance(cfg.data.scales, ListConfig) else [cfg.data.scales])
     _positive_int(cfg.data.batch_size, "data.batch_size")
     _positive_int(cfg.data.workers, "data.workers", allow_zero=True)
     if cfg.data.limit is not None:
@@ -225,7 +227,10 @@ def visualize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
     output_dir = Path(output_dir)
     layers = layer_list(cfg)
     folder, files = image_folder(cfg)
-    scales = check_scales(list(cfg.data.scales))
+    if cfg.data.scales == "auto":
+        scales = auto_scales(len(files))
+    else:
+        scales = check_scales(list(cfg.data.scales) if isinstance(cfg.data.scales, ListConfig) else [cfg.data.scales])
     device = torch_device(cfg.device.accelerator)
     backbone = build_backbone(
         weights=cfg.backbone.weights,
@@ -244,13 +249,20 @@ def visualize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
           file=sys.stderr)
     started = time.perf_counter()
     dataset = ScaledImages(files, folder, scales)
-    progress = functools.partial(tqdm, total=math.ceil(len(files) / cfg.data.batch_size), unit="batch",
-                                 desc="scanning", mininterval=0.5 if sys.stderr.isatty() else 5.0, file=sys.stderr)
-    result = search_units(
-        backbone, dataset, layers, k=cfg.k, per_image=per_image, spacing=float(cfg.spacing),
-        min_inside=float(cfg.min_inside),
-        batch_size=cfg.data.batch_size, workers=cfg.data.workers, device=device, progress=progress,
-    )
+
+    def progress(batches):
+        with tqdm(total=len(files), unit="img", desc="scanning", file=sys.stderr,
+                  mininterval=0.5 if sys.stderr.isatty() else 5.0) as bar:
+            for batch in batches:
+                yield batch
+                bar.update(len(batch))
+
+    with logging_redirect_tqdm():   # a skipped file's warning does not tear the progress bar
+        result = search_units(
+            backbone, dataset, layers, k=cfg.k, per_image=per_image, spacing=float(cfg.spacing),
+            min_inside=float(cfg.min_inside),
+            batch_size=cfg.data.batch_size, workers=cfg.data.workers, device=device, progress=progress,
+        )
     search_seconds = time.perf_counter() - started
     if all(size is None for size in result.sizes):
         raise UserError(f"none of the {len(files)} image files in {folder} could be read")
