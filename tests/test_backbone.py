@@ -98,3 +98,13 @@ def test_torchvision_weights_from_local_file(tmp_path):
     torch.save(state, path)
     model = build_backbone(weights="torchvision", weights_path=str(path), last_layer="relu2_1")
     torch.testing.assert_close(model.layers.conv2_1.weight, state["features.5.weight"])
+
+
+def test_bfloat16_backbone_hands_out_float32_close_to_fp32():
+    image = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(2))
+    exact = build_backbone(last_layer="relu4_2")(image, ["relu2_1", "relu4_2"])
+    fast = build_backbone(last_layer="relu4_2", compute_dtype="bfloat16")(image, ["relu2_1", "relu4_2"])
+    for name in exact:
+        assert fast[name].dtype == torch.float32
+        relative = (fast[name] - exact[name]).norm() / exact[name].norm()
+        assert 0 < relative < 0.03, (name, relative)
