@@ -4,7 +4,10 @@ The unit is one channel of a layer at the centre of a small image whose size is 
 so that the unit's receptive field sits in the middle with `margin` pixels around it.
 Without regularisation the result is high-frequency noise; the usual remedies are used
 (Yosinski et al. 2015, Olah et al. 2017): random jitter of the image at every step, a
-Gaussian blur every few steps, a total-variation penalty and a pull towards grey.
+Gaussian blur every few steps, a total-variation penalty and a decay towards grey after
+every step. The default optimiser is gradient ascent with each image's gradient scaled to
+a mean magnitude of 1 (Yosinski et al.): unlike Adam, which moves every pixel at the same
+pace, it leaves the rim of the receptive field, which the unit barely sees, near grey.
 Several units of one layer are optimised together, one image each. Jitter and blur are
 given in units of the layer's stride (the spacing of its units in input pixels), so that
 one setting suits every layer: no jitter at relu1_1, 8 px at relu5_1 with the defaults.
@@ -24,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.backbone import VGG19Features
+from src.errors import UserError
 from src.receptive_field import ReceptiveField, backbone_receptive_fields
 from src.unit_grid import PAD_COLOUR
 
@@ -67,16 +71,21 @@ class ActivationMaximization(pl.LightningModule):
         jitter: float = 0.5,
         blur_every: int = 4,
         blur_sigma: float = 0.125,
-        tv_weight: float = 0.0,
-        decay: float = 3.0,
+        tv_weight: float = 2.0,
+        decay: float = 0.01,
         lr: float = 0.05,
         noise: float = 0.2,
         seed: int = 0,
+        optimizer: str = "sgd",
     ) -> None:
         super().__init__()
         self.save_hyperparameters({"layer": layer, "units": list(map(int, units)), "margin": margin, "jitter": jitter,
                                    "blur_every": blur_every, "blur_sigma": blur_sigma, "tv_weight": tv_weight,
-                                   "decay": decay, "lr": lr, "noise": noise, "seed": seed})
+                                   "decay": decay, "lr": lr, "noise": noise, "seed": seed,
+                                   "optimizer": optimizer})
+        if optimizer not in ("sgd", "adam"):
+            raise UserError(f"maximize.optimizer={optimizer!r}: must be sgd or adam")
+        self.optimizer_name = optimizer
         self.backbone = backbone.freeze()
         self.layer = layer
         self.rf = backbone_receptive_fields(backbone)[layer]
@@ -113,19 +122,29 @@ class ActivationMaximization(pl.LightningModule):
         loss = -reached.sum()
         if self.tv_weight:
             loss = loss + self.tv_weight * total_variation(self.image).sum()
-        if self.decay:
-            loss = loss + self.decay * ((self.image - self.grey) ** 2).mean(dim=(1, 2, 3)).sum()
         self.log("maximize/activation", reached.mean(), prog_bar=True, on_step=True, batch_size=1)
         return loss
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Each image's gradient scaled to a mean magnitude of 1: a step of `lr` moves pixels by
+        lr on average, more where the unit is most sensitive (the middle of its field), and
+        hardly at all where it barely sees (its rim)."""
+        grad = self.image.grad
+        if grad is not None:
+            grad.div_(grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12))
+
     def on_train_batch_end(self, outputs: object, batch: object, batch_index: int) -> None:
         with torch.no_grad():
+            if self.decay:
+                self.image.sub_(self.grey).mul_(1.0 - self.decay).add_(self.grey)
             if self.blur_every > 0 and self.blur_sigma > 0 and (self.global_step % self.blur_every == 0):
                 self.image.copy_(gaussian_blur(self.image, self.blur_sigma))
             self.image.clamp_(0.0, 1.0)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam([self.image], lr=self.lr)
+        if self.optimizer_name == "adam":
+            return torch.optim.Adam([self.image], lr=self.lr)
+        return torch.optim.SGD([self.image], lr=self.lr)
 
     @torch.no_grad()
     def final_activations(self) -> torch.Tensor:

@@ -93,6 +93,8 @@ def validate(cfg: DictConfig) -> None:
     logger_kind(cfg)
     if cfg.maximize.enabled:
         _positive_int(cfg.maximize.steps, "maximize.steps")
+        if cfg.maximize.optimizer not in ("sgd", "adam"):
+            raise UserError(f"maximize.optimizer={cfg.maximize.optimizer!r}: must be sgd or adam")
 
 
 def requested_units(cfg: DictConfig, layers: list[str], channels: dict[str, int]) -> dict[str, list[int] | None]:
@@ -112,6 +114,8 @@ def requested_units(cfg: DictConfig, layers: list[str], channels: dict[str, int]
     else:
         raise UserError(f"units={units!r}: give null, a list such as units=[3,17], or per layer units={{relu1_1:[3]}}")
     for name, chosen in wanted.items():
+        if chosen is not None and not chosen:
+            raise UserError(f"units: no unit given for {name}; name at least one, or use units=null")
         for unit in chosen or []:
             if isinstance(unit, bool) or not isinstance(unit, int) or not 0 <= unit < channels[name]:
                 raise UserError(f"unit {unit!r} is out of range for {name}, which has units 0..{channels[name] - 1}")
@@ -326,7 +330,7 @@ def maximize(cfg: DictConfig, backbone: VGG19Features, layer: str, units: list[i
     best = [max(float(top.values[u, 0]), 1e-3) for u in units]
     print(f"activation maximisation: {layer}, {len(units)} units, {steps} steps", file=sys.stderr)
     result = maximize_units(backbone, layer, units, steps=steps, accelerator="gpu" if device.type == "cuda" else "cpu",
-                            scale=best, **settings)
+                            scale=best, progress=True, **settings)
     folder = output_dir / "maximize"
     folder.mkdir(exist_ok=True)
     crops, entries = [], []

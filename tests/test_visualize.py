@@ -251,6 +251,8 @@ def test_patch_crop_pads_outside_the_image():
     (["data.scales=[8]"], "data.scales"),
     (["per_image=-1"], "per_image"),
     (["logger=csv"], "logger"),
+    (["k=0"], "k=0"),
+    (["maximize.enabled=true", "maximize.optimizer=lbfgs"], "maximize.optimizer"),
 ])
 def test_bad_settings_are_named(overrides, message, tmp_path):
     with pytest.raises(UserError, match=message):
@@ -264,7 +266,9 @@ def test_folder_without_images(tmp_path):
         visualize(compose_config(f"data.dir={tmp_path / 'empty'}"), tmp_path / "out")
 
 
-@pytest.mark.parametrize("units, message", [("[64]", "out of range for relu1_1"), ("{relu3_1:[1]}", "not in layer_names")])
+@pytest.mark.parametrize("units, message", [
+    ("[64]", "out of range for relu1_1"), ("[-1]", "out of range"), ("{relu3_1:[1]}", "not in layer_names"), ("[]", "no unit given"),
+])
 def test_unit_out_of_range(units, message, planted_folder, tmp_path):
     folder, _ = planted_folder
     cfg = compose_config(f"data.dir={folder}", "layer_names=[relu1_1]", f"units={units}")
@@ -291,9 +295,9 @@ def test_canvas_centres_the_unit():
 
 def test_activation_maximisation_beats_noise_and_real_patches():
     net = build_backbone(last_layer="relu1_1")
-    module = ActivationMaximization(net, "relu1_1", [EDGE_UNIT, 3], jitter=0, blur_every=0, tv_weight=0.0)
-    before = module.final_activations()
-    result = maximize_units(net, "relu1_1", [EDGE_UNIT, 3], steps=60, jitter=0, blur_every=0, tv_weight=0.0, lr=0.1)
+    settings = dict(jitter=0, blur_every=0, tv_weight=0.0, decay=0.0)
+    before = ActivationMaximization(net, "relu1_1", [EDGE_UNIT, 3], **settings).final_activations()
+    result = maximize_units(net, "relu1_1", [EDGE_UNIT, 3], steps=60, lr=0.1, **settings)
     assert result.images.shape == (2, 3, 11, 11) and result.crops.shape == (2, 3, 3, 3)
     assert all(after > 2 * b for after, b in zip(result.activations, before.tolist()))
     # It approaches the planted optimum: the bang-bang patch of the filter.
@@ -301,3 +305,6 @@ def test_activation_maximisation_beats_noise_and_real_patches():
     best = net(torch.from_numpy(optimal_patch(weights)).permute(2, 0, 1)[None].float(), ["relu1_1"])["relu1_1"][0, EDGE_UNIT, 1, 1]
     assert result.activations[0] > 0.9 * float(best)
     assert math.isfinite(result.activations[1])
+    # With the default regularisation too (jitter is 0 px at relu1_1's stride of 1).
+    regularised = maximize_units(net, "relu1_1", [EDGE_UNIT], steps=40)
+    assert regularised.activations[0] > 2 * float(before[0])
