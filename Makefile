@@ -30,3 +30,6 @@ clean:  ## remove caches (keeps .venv and outputs/)
 
 bench: $(STAMP)  ## measure speed and memory (minutes; not a test): outputs/bench/<date-time>/bench.json
 	$(BIN)/python -m src.bench $(ARGS)
+
+figure: $(STAMP)  ## README banner from a finished run: make figure RUN=outputs/<date>/<time>
+	$(BIN)/python -m src.figure $(RUN) docs/images/readme_banner.png
