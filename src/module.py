@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
 from src.backbone import VGG19Features
-from src.losses import content_loss, gram_matrix, style_loss, tv_loss
+from src.color import grey, with_chroma
+from src.losses import content_loss, style_distance, style_target, tv_loss
+from src.masks import layer_mask
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -21,11 +24,27 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 START_GRADIENT = 0.01
 
 
+@dataclass
+class Style:
+    """One style image of a blend: its share of beta (weights already normalised to sum 1),
+    an optional (1, 1, H, W) mask at the output's size, and a name for the logged per-style loss."""
+
+    image: torch.Tensor
+    weight: float = 1.0
+    mask: torch.Tensor | None = None
+    name: str = "style"
+
+
 class StyleTransfer(pl.LightningModule):
     """Gatys et al. (2015): minimise alpha*J_content + beta*J_style + tv_weight*J_tv over pixels.
 
     Images are (1, 3, H, W) RGB tensors in [0, 1]; the image is clamped to that range
     after every optimiser step.
+
+    Controls (docs/controls.md), all off by default: `styles` (several style images with
+    weights and masks; `style_image` is then the first one's), `style_loss` (gram, mean_cov,
+    histogram), `color="luminance"` (the network sees luminance only and the image keeps the
+    content's chroma) and `ema` (the output is an exponential moving average of the image).
     """
 
     def __init__(
@@ -40,6 +59,10 @@ class StyleTransfer(pl.LightningModule):
         beta: float,
         tv_weight: float,
         optimizer: OptimizerFactory,
+        styles: Sequence[Style] | None = None,
+        style_loss: str = "gram",
+        color: str = "none",
+        ema: float = 0.0,
     ) -> None:
         super().__init__()
         self.content_layers = {str(k): float(v) for k, v in content_layers.items()}
@@ -50,13 +73,33 @@ class StyleTransfer(pl.LightningModule):
             {"content_layers": self.content_layers, "style_layers": self.style_layers,
              "alpha": self.alpha, "beta": self.beta, "tv_weight": self.tv_weight}
         )
+        self.style_loss_kind = style_loss
+        self.color = color
+        self.ema = float(ema)
         self.backbone = backbone.freeze()
-        self.image = nn.Parameter(init_image.detach().clone().contiguous())
         self.register_buffer("content_image", content_image.detach().clone(), persistent=False)
+        if color == "luminance":
+            # Only the luminance is optimised: the image carries the content's chroma throughout.
+            init_image = with_chroma(init_image, content_image)
+        self.image = nn.Parameter(init_image.detach().clone().contiguous())
         self.register_buffer("style_image", style_image.detach().clone(), persistent=False)
+        styles = list(styles) if styles else [Style(style_image, 1.0, None, "style")]
+        self.style_weights = [float(s.weight) for s in styles]
+        self.style_names = [s.name for s in styles]
+        self.style_masks = [None if s.mask is None else s.mask.detach().clone() for s in styles]
+        for index, style in enumerate(styles[1:], start=1):
+            self.register_buffer(f"style_image_{index}", style.image.detach().clone(), persistent=False)
         self.optimizer_factory = optimizer
         self.content_targets: dict[str, torch.Tensor] = {}
-        self.style_targets: dict[str, torch.Tensor] = {}
+        self.style_targets: dict[str, torch.Tensor] = {}  # layer -> Gram matrix of the first style
+        self.style_target_sets: list[dict[str, dict[str, torch.Tensor]]] = []  # per style, per layer
+        self.layer_masks: list[dict[str, torch.Tensor] | None] = []
+        # The running average of the image (ema > 0): a sum of weights and a weighted sum.
+        self.ema_weight = 0.0
+        if self.ema:
+            self.register_buffer("ema_image", torch.zeros_like(self.image.detach()), persistent=False)
+        else:
+            self.ema_image = None
         self.initial_losses: dict[str, float] = {}
         self.loss_scale = 1.0
         # The last image whose loss was finite, kept so a NaN loses nothing.
@@ -71,26 +114,56 @@ class StyleTransfer(pl.LightningModule):
     def used_layers(self) -> list[str]:
         return list(dict.fromkeys([*self.content_layers, *self.style_layers]))
 
+    @property
+    def style_images(self) -> list[torch.Tensor]:
+        return [self.style_image, *(getattr(self, f"style_image_{i}") for i in range(1, len(self.style_weights)))]
+
+    def view(self, image: torch.Tensor) -> torch.Tensor:
+        """What the network sees of an image: itself, or its luminance (color=luminance)."""
+        return grey(image) if self.color == "luminance" else image
+
     @torch.no_grad()
     def compute_targets(self) -> None:
-        """Content activations and style Gram matrices, computed once, without grad."""
-        content = self.backbone(self.content_image, list(self.content_layers))
+        """Content activations and style statistics (Gram matrices...), computed once, without grad."""
+        masked = any(mask is not None for mask in self.style_masks)
+        # With masks, the style layers' sizes are needed too (to resize the masks).
+        content = self.backbone(self.view(self.content_image), self.used_layers if masked else list(self.content_layers))
         self.content_targets = {name: content[name].detach() for name in self.content_layers}
-        style = self.backbone(self.style_image, list(self.style_layers))
-        self.style_targets = {name: gram_matrix(style[name]).detach() for name in self.style_layers}
+        self.style_target_sets, self.layer_masks = [], []
+        for image, mask in zip(self.style_images, self.style_masks):
+            style = self.backbone(self.view(image), list(self.style_layers))
+            self.style_target_sets.append({name: style_target(self.style_loss_kind, style[name]) for name in self.style_layers})
+            if mask is None:
+                self.layer_masks.append(None)
+            else:
+                mask = mask.to(self.content_image.device)
+                self.layer_masks.append({name: layer_mask(mask, *content[name].shape[-2:]) for name in self.style_layers})
+        self.style_targets = {name: target["gram"] for name, target in self.style_target_sets[0].items()}
 
     def losses(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every weighted term of the cost; keys are the names logged."""
         if not self.content_targets:
             self.compute_targets()
-        features = self.backbone(image, self.used_layers)
+        features = self.backbone(self.view(image), self.used_layers)
         terms: dict[str, torch.Tensor] = {}
         content = sum(w * content_loss(features[n], self.content_targets[n]) for n, w in self.content_layers.items())
         style = image.new_zeros(())
+        per_style = [image.new_zeros(()) for _ in self.style_weights]
         for name, weight in self.style_layers.items():
-            term = self.beta * weight * style_loss(features[name], self.style_targets[name])
+            term = image.new_zeros(()) if len(self.style_weights) > 1 else None
+            for index, share in enumerate(self.style_weights):
+                masks = self.layer_masks[index]
+                part = self.beta * weight * share * style_distance(
+                    self.style_loss_kind, features[name], self.style_target_sets[index][name],
+                    None if masks is None else masks[name])
+                if len(self.style_weights) > 1:
+                    per_style[index] = per_style[index] + part
+                term = part if term is None else term + part
             terms[f"loss/style/{name}"] = term
             style = style + term
+        if len(self.style_weights) > 1:
+            for name, value in zip(self.style_names, per_style):
+                terms[f"loss/blend/{name}"] = value
         terms["loss/content"] = self.alpha * content
         terms["loss/style"] = style
         terms["loss/tv"] = self.tv_weight * tv_loss(image) if self.tv_weight else image.new_zeros(())
@@ -146,15 +219,32 @@ class StyleTransfer(pl.LightningModule):
         # Clamp here, before any callback (snapshots, checkpoints) sees the step's image.
         with torch.no_grad():
             self.image.clamp_(0.0, 1.0)
+            if self.color == "luminance":
+                # Adam's per-pixel steps can move the chroma; put the content's back.
+                self.image.copy_(with_chroma(self.image, self.content_image))
+            if self.ema:
+                self.ema_image.mul_(self.ema).add_(self.image, alpha=1.0 - self.ema)
+                self.ema_weight = self.ema * self.ema_weight + (1.0 - self.ema)
+
+    def output_image(self) -> torch.Tensor:
+        """The result: the image, or its moving average over the last steps (ema > 0)."""
+        if not self.ema or self.ema_weight == 0.0:
+            return self.image.detach()
+        return (self.ema_image / self.ema_weight).clamp(0.0, 1.0)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("backbone.")}
         checkpoint["style_transfer"] = {"loss_scale": self.loss_scale, "initial_losses": self.initial_losses}
+        if self.ema:
+            checkpoint["style_transfer"]["ema"] = {"image": self.ema_image.detach().cpu().clone(), "weight": self.ema_weight}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint["style_transfer"]
         self.loss_scale = saved["loss_scale"]
         self.initial_losses = saved["initial_losses"]
+        if self.ema and "ema" in saved:
+            self.ema_image.copy_(saved["ema"]["image"])
+            self.ema_weight = saved["ema"]["weight"]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory([self.image])

@@ -9,8 +9,10 @@ import json
 import logging
 import math
 import os
+import re
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +20,25 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
-from src.backbone import build_backbone, check_layer_names, deepest_layer
+from src.backbone import VGG19Features, build_backbone, check_layer_names, deepest_layer
 from src.callbacks import log_final, run_callbacks
 from src.errors import Interrupted, RunStopped, UserError
 from src.faults import Checkpointer, StopOnSignal, checkpoint_path, save_checkpoint
 from src.images import MIN_SIZE, load_image, load_tensor, resize, save_image, size_for_long_side, to_tensor
+from src.color import COLOR_MODES, match_color, match_luminance
 from src.loggers import close_loggers
-from src.module import StyleTransfer
-from src.paths import resolve_input_path
+from src.losses import STYLE_LOSSES
+from src.masks import check_shape, is_shape, load_mask_image, mask_tensor
+from src.module import Style, StyleTransfer
+from src.paths import PROJECT_ROOT, resolve_input_path
+from src.pyramid import check_steps, describe, level_sizes, level_steps, next_level_init
 from src.resources import check_fits, check_large_enough
 import src.schema  # noqa: F401  (registers the typed config schema with Hydra)
 
 INIT_KINDS = ("noise", "content", "style", "image")
+STYLE_PRESET_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 log = logging.getLogger(__name__)
 
 # The frozen backbone is in eval mode on purpose; Lightning's tips are noise on our console.
@@ -76,6 +84,61 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"init.kind={cfg.init.kind!r}: must be one of {', '.join(INIT_KINDS)}")
     if cfg.init.kind == "image" and (OmegaConf.is_missing(cfg.init, "path") or not cfg.init.path):
         raise UserError("init=image needs init.path=<image file>")
+    validate_controls(cfg)
+
+
+def validate_controls(cfg: DictConfig) -> None:
+    """Colour, blends and masks, style scale and loss, pyramid, image averaging (docs/controls.md).
+
+    Configs saved before these keys existed (a resumed old run) get their defaults."""
+    color, style_loss, ema = cfg.get("color", "none"), cfg.get("style_loss", "gram"), cfg.get("ema", 0.0)
+    if color not in COLOR_MODES:
+        raise UserError(f"color={color!r}: must be one of {', '.join(COLOR_MODES)}")
+    if style_loss not in STYLE_LOSSES:
+        raise UserError(f"style_loss={style_loss!r}: must be one of {', '.join(STYLE_LOSSES)}")
+    if not isinstance(ema, (int, float)) or not 0.0 <= ema < 1.0:
+        raise UserError(f"ema={ema}: must be 0 (off) or a decay in (0, 1), e.g. 0.9")
+    scale = cfg.get("style_scale", 1.0)
+    if not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise UserError(f"style_scale={scale}: must be a number > 0 (1: the style image as large as the output)")
+    if scale != 1.0 and cfg.style_size is not None:
+        raise UserError(f"style_scale={scale} and style_size={cfg.style_size}: set one of them, not both")
+    if cfg.style_size is None and round(scale * cfg.size) < MIN_SIZE:
+        raise UserError(f"style_scale={scale}: the style image would be {round(scale * cfg.size)} px, less than {MIN_SIZE}")
+    entries = style_entries(cfg)
+    for key, path, weight, mask in entries:
+        if not path:
+            raise UserError(f"{key}.path is empty: give an image file or a style preset name")
+        if not math.isfinite(weight) or weight < 0:
+            raise UserError(f"{key}.weight={weight}: must be a finite number >= 0")
+        if mask is not None:
+            if not str(mask).strip():
+                raise UserError(f"{key}.mask is empty: give an image file, or top, bottom, left, right (optionally :fraction)")
+            check_shape(mask, f"{key}.mask")
+    if sum(weight for _, _, weight, _ in entries) <= 0:
+        raise UserError("style.weight and style.blend weights are all 0: at least one style needs a weight > 0")
+    pyramid = pyramid_config(cfg)
+    if not isinstance(pyramid.levels, int) or pyramid.levels < 1:
+        raise UserError(f"pyramid.levels={pyramid.levels}: must be an integer >= 1 (1: single scale)")
+    if not isinstance(pyramid.factor, (int, float)) or not 1.0 < pyramid.factor <= 4.0:
+        raise UserError(f"pyramid.factor={pyramid.factor}: must be a number in (1, 4], e.g. 2 or 1.414")
+    check_steps(OmegaConf.to_object(pyramid.steps) if OmegaConf.is_config(pyramid.steps) else pyramid.steps, pyramid.levels)
+    coarsest = level_sizes(cfg.size, pyramid.levels, pyramid.factor)[0]
+    if coarsest < MIN_SIZE:
+        raise UserError(f"pyramid.levels={pyramid.levels} pyramid.factor={pyramid.factor}: the coarsest level would be "
+                        f"{coarsest} px, less than {MIN_SIZE}; use fewer levels or a larger size")
+
+
+def pyramid_config(cfg: DictConfig) -> DictConfig:
+    return cfg.get("pyramid") or OmegaConf.create({"levels": 1, "factor": 2.0, "steps": None, "detail": True})
+
+
+def pyramid_plan(cfg: DictConfig) -> list[tuple[int, int]]:
+    """(long side, steps) of each level, coarsest first; one level without a pyramid."""
+    pyramid = pyramid_config(cfg)
+    steps = OmegaConf.to_object(pyramid.steps) if OmegaConf.is_config(pyramid.steps) else pyramid.steps
+    sizes = level_sizes(cfg.size, pyramid.levels, pyramid.factor)
+    return list(zip(sizes, level_steps(cfg.steps, pyramid.levels, steps)))
 
 
 def make_init_image(cfg: DictConfig, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
@@ -111,35 +174,139 @@ def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[pl.Callback]
     )
 
 
-def build_module(cfg: DictConfig) -> StyleTransfer:
-    """Images -> backbone -> module. Inputs are read and sizes checked before any model loads."""
-    content_image = load_image(resolve_input_path(cfg.content.path), role="content")
-    style_image = load_image(resolve_input_path(cfg.style.path), role="style")
+@dataclass
+class StyleInput:
+    """One style of the run, read from disk: the image, its share of beta, its mask, its name."""
+
+    image: Image.Image
+    weight: float
+    mask: str | Image.Image | None
+    name: str
+
+
+@dataclass
+class Inputs:
+    content: Image.Image
+    styles: list[StyleInput]
+
+
+def style_preset_path(name: str) -> str | None:
+    """The image of a style preset (conf/style/<name>.yaml), so that blends can name presets."""
+    if not STYLE_PRESET_NAME.match(name):
+        return None
+    preset = PROJECT_ROOT / "conf" / "style" / f"{name}.yaml"
+    if not preset.is_file():
+        return None
+    return str(OmegaConf.load(preset).path)
+
+
+def resolve_style_path(path: str) -> Path:
+    """A style path: a file (relative to the launch directory) or a style preset's name."""
+    resolved = resolve_input_path(path)
+    if not resolved.exists():
+        preset = style_preset_path(str(path))
+        if preset is not None:
+            return Path(preset)
+    return resolved
+
+
+def style_entries(cfg: DictConfig) -> list[tuple[str, str, float, str | None]]:
+    """(key, path, weight, mask) of every style: style.path, then each of style.blend."""
+    entries = [("style", cfg.style.path, float(cfg.style.get("weight", 1.0)), cfg.style.get("mask"))]
+    for index, entry in enumerate(cfg.style.get("blend") or []):
+        entries.append((f"style.blend.{index}", entry.path, float(entry.get("weight", 1.0)), entry.get("mask")))
+    return entries
+
+
+def load_inputs(cfg: DictConfig) -> Inputs:
+    """Read and check every input file (content, styles, masks, init) before any model loads."""
+    content = load_image(resolve_input_path(cfg.content.path), role="content")
+    entries = style_entries(cfg)
+    total = sum(weight for _, _, weight, _ in entries)
+    styles, names = [], []
+    for key, path, weight, mask in entries:
+        image = load_image(resolve_style_path(path), role="style" if key == "style" else key)
+        if mask is not None and not is_shape(mask):
+            mask = load_mask_image(resolve_input_path(mask), role=f"{key}.mask")
+        name = Path(str(path)).stem or key
+        if name in names:
+            name = f"{name}_{len(names)}"
+        names.append(name)
+        styles.append(StyleInput(image, weight / total, mask, name))
     if cfg.init.kind == "image":
         load_image(resolve_input_path(cfg.init.path), role="init")  # checked now, read later
+    return Inputs(content, styles)
+
+
+def style_long_side(cfg: DictConfig, size: int) -> int:
+    """The style image's long side for an output of long side `size` (a pyramid level)."""
+    full = cfg.style_size or (cfg.size if cfg.get("style_scale", 1.0) == 1.0 else max(1, round(cfg.style_scale * cfg.size)))
+    return full if size == cfg.size else max(1, round(full * size / cfg.size))
+
+
+def prepare_styles(cfg: DictConfig, styles: list[torch.Tensor], content: torch.Tensor) -> list[torch.Tensor]:
+    """color=match recolours each style to the content's colours; color=luminance makes it grey,
+    with the content's mean and spread of luminance."""
+    color = cfg.get("color", "none")
+    if color == "match":
+        return [match_color(style, content) for style in styles]
+    if color == "luminance":
+        return [match_luminance(style, content) for style in styles]
+    return styles
+
+
+def build_module(
+    cfg: DictConfig,
+    size: int | None = None,
+    init: torch.Tensor | None = None,
+    inputs: Inputs | None = None,
+    backbone: VGG19Features | None = None,
+    coarse: torch.Tensor | None = None,
+) -> StyleTransfer:
+    """Images -> backbone -> module. Inputs are read and sizes checked before any model loads.
+
+    `size` (a pyramid level's long side; default cfg.size) and `coarse` (the previous level's
+    result, which the start image is made from; src/pyramid.py) serve the coarse-to-fine
+    loop; `inputs` and `backbone` let it read the files and load the weights once. `init`
+    replaces the start image altogether.
+    """
+    size = size or cfg.size
+    inputs = inputs or load_inputs(cfg)
     # Sizes are checked before resizing: an impossible size must not allocate anything.
-    width, height = size_for_long_side(*content_image.size, cfg.size)
-    style_width, style_height = size_for_long_side(*style_image.size, cfg.style_size or cfg.size)
+    width, height = size_for_long_side(*inputs.content.size, size)
+    style_long = style_long_side(cfg, size)
+    style_sizes = [size_for_long_side(*style.image.size, style_long) for style in inputs.styles]
     layers = [*cfg.layers.content, *cfg.layers.style]
     check_large_enough(height, width, layers, "content")
-    check_large_enough(style_height, style_width, list(cfg.layers.style), "style")
+    for style_width, style_height in dict.fromkeys(style_sizes):
+        check_large_enough(style_height, style_width, list(cfg.layers.style), "style")
     history = int(cfg.optimizer.get("history_size", 0))
-    check_fits(height, width, layers, history, cfg.device.accelerator, cfg.size)
-    check_fits(style_height, style_width, list(cfg.layers.style), 0, cfg.device.accelerator, cfg.style_size or cfg.size)
-    content = to_tensor(resize(content_image, (width, height)))
-    style = to_tensor(resize(style_image, (style_width, style_height)))
+    check_fits(height, width, layers, history, cfg.device.accelerator, size)
+    for style_width, style_height in dict.fromkeys(style_sizes):
+        check_fits(style_height, style_width, list(cfg.layers.style), 0, cfg.device.accelerator, style_long)
+    content = to_tensor(resize(inputs.content, (width, height)))
+    styles = [to_tensor(resize(style.image, dims)) for style, dims in zip(inputs.styles, style_sizes)]
+    styles = prepare_styles(cfg, styles, content)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    init = make_init_image(cfg, content, style)
-    backbone = build_backbone(
-        weights=cfg.backbone.weights,
-        pooling=cfg.backbone.pooling,
-        weights_path=resolve_input_path(cfg.backbone.weights_path) if cfg.backbone.weights_path else None,
-        last_layer=deepest_layer(layers),
-    )
+    if init is None:
+        init = make_init_image(cfg, content, styles[0])
+        if coarse is not None:
+            init = next_level_init(coarse, init, bool(pyramid_config(cfg).get("detail", True)))
+    if backbone is None:
+        backbone = build_backbone(
+            weights=cfg.backbone.weights,
+            pooling=cfg.backbone.pooling,
+            weights_path=resolve_input_path(cfg.backbone.weights_path) if cfg.backbone.weights_path else None,
+            last_layer=deepest_layer(layers),
+        )
+    blend = None
+    if len(styles) > 1 or any(style.mask is not None for style in inputs.styles):
+        blend = [Style(image, style.weight, None if style.mask is None else mask_tensor(style.mask, height, width), style.name)
+                 for image, style in zip(styles, inputs.styles)]
     return StyleTransfer(
         backbone=backbone,
         content_image=content,
-        style_image=style,
+        style_image=styles[0],
         init_image=init,
         content_layers=OmegaConf.to_container(cfg.layers.content),
         style_layers=OmegaConf.to_container(cfg.layers.style),
@@ -147,6 +314,10 @@ def build_module(cfg: DictConfig) -> StyleTransfer:
         beta=cfg.beta,
         tv_weight=cfg.tv_weight,
         optimizer=instantiate(cfg.optimizer),
+        styles=blend,
+        style_loss=cfg.get("style_loss", "gram"),
+        color=cfg.get("color", "none"),
+        ema=float(cfg.get("ema", 0.0)),
     )
 
 
@@ -169,7 +340,12 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
     resume_from = check_output_dir(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    module = build_module(cfg)
+    plan = pyramid_plan(cfg)
+    levels: list[dict[str, Any]] = []
+    if len(plan) == 1:
+        module = build_module(cfg)
+    else:
+        module, levels = coarse_to_fine(cfg, plan, output_dir, resume_from)
     stop = StopOnSignal()
     callbacks = [*run_callbacks(cfg, output_dir), Checkpointer(cfg.checkpoint_every, output_dir), stop, *(extra_callbacks or [])]
     trainer = make_trainer(cfg, output_dir, callbacks)
@@ -194,9 +370,14 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
                 f"interrupted.png, metrics.json and {checkpoint_path(output_dir)}; continue with resume={output_dir}",
                 exit_code=128 + stop.received,
             )
+        if module.ema:
+            with torch.no_grad():
+                module.image.copy_(module.output_image())  # the averaged image is the result
         final = module.evaluate()
         save_image(module.image, output_dir / "final.png")
         metrics = collect_metrics(module, final, trainer.global_step, wall_seconds)
+        if levels:
+            add_levels(metrics, levels, module, trainer.global_step, wall_seconds, final)
         write_metrics(output_dir, metrics)
         log_final(trainer, module, metrics, output_dir)
         succeeded = True
@@ -238,9 +419,96 @@ def collect_metrics(module: StyleTransfer, final: dict[str, float], steps: int, 
         "height": int(height),
         "width": int(width),
         "device": str(module.device),
+        # Several styles: each one's share of the final style term (they sum to final.style).
+        **({"final_styles": {k.removeprefix("loss/blend/"): v for k, v in final.items() if k.startswith("loss/blend/")}}
+           if any(k.startswith("loss/blend/") for k in final) else {}),
     }
 
 
 def steps_loader(steps: int) -> torch.utils.data.DataLoader:
     """One dummy batch per optimiser step: the image itself is the only 'data'."""
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(steps)), batch_size=1)
+
+
+# -- coarse to fine (pyramid=factor2 | sqrt2; src/pyramid.py) -------------------------------
+
+PYRAMID_FILE = "pyramid.json"
+
+
+def coarse_to_fine(cfg: DictConfig, plan: list[tuple[int, int]], output_dir: Path,
+                   resume_from: Path | None) -> tuple[StyleTransfer, list[dict[str, Any]]]:
+    """Run every level but the finest, each from the previous one's result upsampled, and
+    return the finest level's module (started from the last result) and what each level did.
+
+    The coarse levels are quick and are neither logged nor checkpointed: a stop during them
+    saves interrupted.png and asks for a new run; a resume continues the finest level from
+    its checkpoint without running them again.
+    """
+    inputs = load_inputs(cfg)
+    layers = [*cfg.layers.content, *cfg.layers.style]
+    backbone = None
+    levels: list[dict[str, Any]] = []
+    image = None
+    if resume_from is not None:
+        saved = output_dir / PYRAMID_FILE
+        levels = json.loads(saved.read_text()) if saved.is_file() else []
+    else:
+        log.info("coarse to fine: %s", describe(*zip(*plan)))
+        for index, (size, steps) in enumerate(plan[:-1]):
+            module = build_module(cfg, size=size, coarse=image, inputs=inputs, backbone=backbone)
+            backbone = module.backbone
+            image, record = run_level(cfg, module, steps, output_dir, f"pyramid level {index + 1} of {len(plan)} ({size} px)")
+            levels.append(record)
+        (output_dir / PYRAMID_FILE).write_text(json.dumps(levels, indent=2))
+    if backbone is None:
+        backbone = build_backbone(
+            weights=cfg.backbone.weights, pooling=cfg.backbone.pooling,
+            weights_path=resolve_input_path(cfg.backbone.weights_path) if cfg.backbone.weights_path else None,
+            last_layer=deepest_layer(layers))
+    return build_module(cfg, coarse=image, inputs=inputs, backbone=backbone), levels
+
+
+def run_level(cfg: DictConfig, module: StyleTransfer, steps: int, output_dir: Path, name: str) -> tuple[torch.Tensor, dict[str, Any]]:
+    """One coarse level: optimise `steps` steps without loggers or checkpoints; return its result."""
+    stop = StopOnSignal()
+    trainer = pl.Trainer(
+        accelerator=cfg.device.accelerator, devices=1, precision=cfg.device.precision,
+        max_epochs=-1, max_steps=steps, logger=False, callbacks=[stop], enable_checkpointing=False,
+        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(output_dir),
+        deterministic=cfg.device.accelerator == "cpu",
+    )
+    started = time.perf_counter()
+    try:
+        trainer.fit(module, train_dataloaders=steps_loader(steps))
+    except FloatingPointError as error:
+        keep_last_good(module, trainer, output_dir, time.perf_counter() - started, f"{name}: {error}")
+        raise RunStopped(f"{name}: {error}: saved {output_dir / 'last_good.png'} and metrics.json", exit_code=3) from error
+    seconds = time.perf_counter() - started
+    result = module.output_image().detach().cpu().clone()
+    if stop.received is not None:
+        save_image(result, output_dir / "interrupted.png")
+        raise Interrupted(
+            f"stopped by {stop.signal_name} during {name}, before the finest level; saved interrupted.png. "
+            "Coarse levels are not checkpointed: run the same command again to start over",
+            exit_code=128 + stop.received,
+        )
+    final = module.evaluate_image(result)
+    height, width = result.shape[-2:]
+    log.info("%s: %d steps in %.1f s, loss %.4g -> %.4g", name, trainer.global_step, seconds,
+             module.initial_losses["loss/total"], final["loss/total"])
+    record = {"height": int(height), "width": int(width), "steps": int(trainer.global_step), "wall_seconds": seconds,
+              "initial": {k: module.initial_losses[f"loss/{k}"] for k in ("total", "content", "style", "tv")},
+              "final": {k: final[f"loss/{k}"] for k in ("total", "content", "style", "tv")}}
+    return result, record
+
+
+def add_levels(metrics: dict[str, Any], levels: list[dict[str, Any]], module: StyleTransfer, steps: int,
+               wall_seconds: float, final: dict[str, float]) -> None:
+    """A pyramid run's metrics: `initial` is the first level's start, `wall_seconds` covers every
+    level (`seconds_per_step` stays the finest level's), `pyramid` lists the levels."""
+    height, width = module.image.shape[-2:]
+    finest = {"height": int(height), "width": int(width), "steps": int(steps), "wall_seconds": wall_seconds,
+              "initial": metrics["initial"], "final": metrics["final"]}
+    metrics["initial"] = dict(levels[0]["initial"])
+    metrics["wall_seconds"] = wall_seconds + sum(level["wall_seconds"] for level in levels)
+    metrics["pyramid"] = [*levels, finest]

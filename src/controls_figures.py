@@ -1,0 +1,140 @@
+"""`python -m src.controls_figures`: the pictures of docs/controls.md, made by the project.
+
+Each picture is a row of labelled panels: inputs, then the results of `python -m src.run`
+commands that differ in one control. Runs go to outputs/controls/<name>/ (a finished run
+is reused, so an interrupted call can be repeated); pictures to docs/images/controls_*.png.
+
+    python -m src.controls_figures [--size 256] [--steps 80] [--only color,blend] [--out docs/images]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from src.images import load_image
+from src.paths import PROJECT_ROOT, asset_path
+from src.plots import font, wrap
+
+RUNS = PROJECT_ROOT / "outputs" / "controls"
+SKY = "docs/images/tubingen_sky_mask.png"
+GROUND = "docs/images/tubingen_ground_mask.png"
+BLEND = "style.blend=[{path:shipwreck,weight:%s}]"
+
+
+def figures(size: int, steps: int) -> dict[str, list[tuple[str, str | list[str]]]]:
+    """Picture name -> panels: (label, an image path) or (label, the overrides of a run)."""
+    content, starry, shipwreck = asset_path("content/tubingen.jpg"), asset_path("style/starry_night.jpg"), asset_path("style/shipwreck.jpg")
+    adam = ["optimizer=adam", "optimizer.lr=0.02", f"steps={steps}"]
+    return {
+        "color": [
+            ("content", content), ("style", starry),
+            ("color=none", []), ("color=luminance", ["color=luminance"]), ("color=match", ["color=match"]),
+        ],
+        "blend": [
+            ("Starry Night", []),
+            ("style.weight=0.7 + 0.3 shipwreck", ["style.weight=0.7", BLEND % 0.3]),
+            ("style.weight=0.3 + 0.7 shipwreck", ["style.weight=0.3", BLEND % 0.7]),
+            ("style=shipwreck", ["style=shipwreck"]),
+        ],
+        "scale": [
+            ("style_scale=0.5", ["style_scale=0.5"]), ("style_scale=1", []), ("style_scale=2", ["style_scale=2"]),
+        ],
+        "losses": [
+            ("style_loss=gram", []), ("style_loss=mean_cov", ["style_loss=mean_cov"]),
+            ("style_loss=histogram", ["style_loss=histogram"]),
+        ],
+        "average": [
+            ("Adam, last image", adam), ("Adam, ema=0.9", [*adam, "ema=0.9"]),
+        ],
+        "masks": [
+            ("sky mask", str(PROJECT_ROOT / SKY)), ("style", starry), ("style", shipwreck),
+            ("masked blend", [f"style.mask={SKY}", f"style.blend=[{{path:shipwreck,mask:{GROUND}}}]"]),
+        ],
+        "pyramid": [
+            # From noise, where the large-scale structure has to be built: equal time budgets.
+            ("single scale, init=noise", ["init=noise", f"steps={steps + steps // 3}"]),
+            ("pyramid=factor2, init=noise", ["init=noise", "pyramid=factor2", f"steps={steps // 2}", f"pyramid.steps={steps // 2}"]),
+        ],
+    }
+
+
+def run(name: str, overrides: list[str], size: int, steps: int) -> Path:
+    folder = RUNS / f"{size}px" / name
+    if (folder / "final.png").is_file():
+        return folder
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    command = [sys.executable, "-m", "src.run", f"size={size}", f"steps={steps}", "logger=none", "checkpoint_every=0",
+               *overrides, f"hydra.run.dir={folder}"]
+    print(" ".join(command[1:]), flush=True)
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
+    print(f"  {time.perf_counter() - started:.0f} s", flush=True)
+    return folder
+
+
+def panel_row(panels: list[tuple[str, Image.Image]], height: int) -> Image.Image:
+    """Images scaled to one height, left to right, each with its label underneath."""
+    typeface = font(max(11, height // 18))
+    gap, pad = 6, 4
+    scaled = [(label, image.resize((round(image.width * height / image.height), height), Image.Resampling.LANCZOS))
+              for label, image in panels]
+    lines = [wrap(label, typeface, image.width - 2 * pad, max_lines=2) for label, image in scaled]
+    line_height = sum(typeface.getmetrics()) + 2
+    text_height = max(len(label) for label in lines) * line_height + 2 * pad
+    sheet = Image.new("RGB", (sum(image.width for _, image in scaled) + gap * (len(scaled) - 1), height + text_height), "white")
+    draw = ImageDraw.Draw(sheet)
+    x = 0
+    for (_, image), label in zip(scaled, lines):
+        sheet.paste(image, (x, 0))
+        for row, text in enumerate(label):
+            draw.text((x + pad, height + pad + row * line_height), text, fill="black", font=typeface)
+        x += image.width + gap
+    return sheet
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--only", default="", help="comma-separated picture names")
+    parser.add_argument("--out", default=str(PROJECT_ROOT / "docs" / "images"))
+    args = parser.parse_args()
+    wanted = [name for name in args.only.split(",") if name]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, panels in figures(args.size, args.steps).items():
+        if wanted and name not in wanted:
+            continue
+        images, record = [], {}
+        for label, source in panels:
+            if isinstance(source, str):
+                images.append((label, load_image(source)))
+                continue
+            key = "default" if not source else "_".join(o.split("=")[0].split(".")[-1] + "-" + o.split("=")[-1] for o in source)
+            key = "".join(c if c.isalnum() or c in "-_." else "" for c in key)[:80]
+            folder = run(key, source, args.size, args.steps)
+            images.append((label, load_image(folder / "final.png")))
+            metrics = json.loads((folder / "metrics.json").read_text())
+            record[label] = {"overrides": source, "final": metrics["final"], "wall_seconds": round(metrics["wall_seconds"], 1),
+                             **({"final_styles": metrics["final_styles"]} if "final_styles" in metrics else {})}
+        picture = panel_row(images, height=min(args.size * 3 // 4, 240))
+        path = out / f"controls_{name}.png"
+        picture.save(path, optimize=True)
+        (RUNS / f"{args.size}px" / f"{name}.json").write_text(json.dumps(record, indent=2))
+        print(f"{path} ({path.stat().st_size // 1024} KB)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
