@@ -4,7 +4,7 @@ Each picture is a row of labelled panels: inputs, then the results of `python -m
 commands that differ in one control. Runs go to outputs/controls/<name>/ (a finished run
 is reused, so an interrupted call can be repeated); pictures to docs/images/controls_*.png.
 
-    python -m src.controls_figures [--size 256] [--steps 80] [--only color,blend] [--out docs/images]
+    python -m src.controls_figures [--size 256] [--steps 80] [--beta 1e5] [--only color,blend] [--out docs/images]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 from src.images import load_image
@@ -28,14 +29,17 @@ GROUND = "docs/images/tubingen_ground_mask.png"
 BLEND = "style.blend=[{path:shipwreck,weight:%s}]"
 
 
-def figures(size: int, steps: int) -> dict[str, list[tuple[str, str | list[str]]]]:
-    """Picture name -> panels: (label, an image path) or (label, the overrides of a run)."""
+def figures(size: int, steps: int, beta: float) -> dict[str, list[tuple[str, str | list[str]]]]:
+    """Picture name -> panels: (label, an image path) or (label, the overrides of a run).
+
+    Every run gets `beta=<beta>` first (a panel may override it); color=luminance gets 10x."""
     content, starry, shipwreck = asset_path("content/tubingen.jpg"), asset_path("style/starry_night.jpg"), asset_path("style/shipwreck.jpg")
-    adam = ["optimizer=adam", "optimizer.lr=0.02", f"steps={steps}"]
+    adam = ["optimizer=adam", "optimizer.lr=0.05", f"steps={2 * steps}"]
     return {
         "color": [
             ("content", content), ("style", starry),
-            ("color=none", []), ("color=luminance", ["color=luminance"]), ("color=match", ["color=match"]),
+            ("color=none", []), (f"color=luminance beta={10 * beta:g}", ["color=luminance", f"beta={10 * beta:g}"]),
+            ("color=match", ["color=match"]),
         ],
         "blend": [
             ("Starry Night", []),
@@ -51,30 +55,31 @@ def figures(size: int, steps: int) -> dict[str, list[tuple[str, str | list[str]]
             ("style_loss=histogram", ["style_loss=histogram"]),
         ],
         "average": [
-            ("Adam, last image", adam), ("Adam, ema=0.9", [*adam, "ema=0.9"]),
+            ("Adam: the last image", adam), ("Adam, ema=0.95: the average", [*adam, "ema=0.95"]),
         ],
         "masks": [
             ("sky mask", str(PROJECT_ROOT / SKY)), ("style", starry), ("style", shipwreck),
             ("masked blend", [f"style.mask={SKY}", f"style.blend=[{{path:shipwreck,mask:{GROUND}}}]"]),
         ],
         "pyramid": [
-            # From noise, where the large-scale structure has to be built: equal time budgets.
-            ("single scale, init=noise", ["init=noise", f"steps={steps + steps // 3}"]),
-            ("pyramid=factor2, init=noise", ["init=noise", "pyramid=factor2", f"steps={steps // 2}", f"pyramid.steps={steps // 2}"]),
+            # From noise, where the large-scale structure has to be built. Equal compute: the
+            # pyramid's 3 levels of 3/4 steps cost 3/4 * (1/16 + 1/4 + 1) = 0.98 finest-level steps each.
+            ("single scale, init=noise", ["init=noise"]),
+            ("pyramid=factor2, init=noise", ["init=noise", "pyramid=factor2", f"steps={steps * 3 // 4}", f"pyramid.steps={steps * 3 // 4}"]),
         ],
     }
 
 
-def run(name: str, overrides: list[str], size: int, steps: int) -> Path:
-    folder = RUNS / f"{size}px" / name
+def run(name: str, overrides: list[str], size: int, steps: int, beta: float) -> Path:
+    folder = RUNS / f"{size}px_beta{beta:g}" / name
     if (folder / "final.png").is_file():
         return folder
     if folder.exists():
         import shutil
 
         shutil.rmtree(folder)
-    command = [sys.executable, "-m", "src.run", f"size={size}", f"steps={steps}", "logger=none", "checkpoint_every=0",
-               *overrides, f"hydra.run.dir={folder}"]
+    command = [sys.executable, "-m", "src.run", f"size={size}", f"steps={steps}", f"beta={beta:g}", "logger=none",
+               "checkpoint_every=0", *overrides, f"hydra.run.dir={folder}"]
     print(" ".join(command[1:]), flush=True)
     started = time.perf_counter()
     result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
@@ -104,17 +109,26 @@ def panel_row(panels: list[tuple[str, Image.Image]], height: int) -> Image.Image
     return sheet
 
 
+def save_small(picture: Image.Image, path: Path, limit: int = 300_000) -> None:
+    """PNG, as is if under `limit` bytes, else with a 256-colour palette (dithered)."""
+    picture.save(path, optimize=True)
+    if path.stat().st_size > limit:
+        picture.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--beta", type=float, default=1e5, help="style weight of every run (strong, so that differences show)")
+    parser.add_argument("--height", type=int, default=200, help="panel height in the pictures, px")
     parser.add_argument("--only", default="", help="comma-separated picture names")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "docs" / "images"))
     args = parser.parse_args()
     wanted = [name for name in args.only.split(",") if name]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, panels in figures(args.size, args.steps).items():
+    for name, panels in figures(args.size, args.steps, args.beta).items():
         if wanted and name not in wanted:
             continue
         images, record = [], {}
@@ -124,15 +138,20 @@ def main() -> None:
                 continue
             key = "default" if not source else "_".join(o.split("=")[0].split(".")[-1] + "-" + o.split("=")[-1] for o in source)
             key = "".join(c if c.isalnum() or c in "-_." else "" for c in key)[:80]
-            folder = run(key, source, args.size, args.steps)
+            folder = run(key, source, args.size, args.steps, args.beta)
             images.append((label, load_image(folder / "final.png")))
             metrics = json.loads((folder / "metrics.json").read_text())
             record[label] = {"overrides": source, "final": metrics["final"], "wall_seconds": round(metrics["wall_seconds"], 1),
                              **({"final_styles": metrics["final_styles"]} if "final_styles" in metrics else {})}
-        picture = panel_row(images, height=min(args.size * 3 // 4, 240))
+        if name == "average":
+            # What the average removed, amplified: |last - average| x 10.
+            last, average = (np.asarray(image, dtype=np.float32) for _, image in images[:2])
+            difference = np.clip(np.abs(last - average) * 10, 0, 255).astype(np.uint8)
+            images.append(("|last - average| x 10", Image.fromarray(difference)))
+        picture = panel_row(images, height=args.height)
         path = out / f"controls_{name}.png"
-        picture.save(path, optimize=True)
-        (RUNS / f"{args.size}px" / f"{name}.json").write_text(json.dumps(record, indent=2))
+        save_small(picture, path)
+        (RUNS / f"{args.size}px_beta{args.beta:g}" / f"{name}.json").write_text(json.dumps(record, indent=2))
         print(f"{path} ({path.stat().st_size // 1024} KB)", flush=True)
 
 

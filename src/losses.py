@@ -9,6 +9,10 @@ F its activations (N x M) for the generated image, P for the content image:
 
 A is the Gram matrix of the style image's activations. Gatys' E_l has the same 1/4 and
 1/N^2; dividing the content sum by M (Gatys: 1/2, no M) is what makes it size-free.
+
+`style_loss=mean_cov` and `style_loss=histogram` replace the Gram distance per layer by a
+Gaussian Wasserstein-2 distance or per-channel histogram distances, scaled to the Gram
+loss's range (see "other style losses" below and docs/controls.md).
 """
 
 from __future__ import annotations

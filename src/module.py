@@ -202,7 +202,7 @@ class StyleTransfer(pl.LightningModule):
         terms = self.losses(self.image)
         main = {k: terms[k] for k in ("loss/total", "loss/content", "loss/style", "loss/tv")}
         self.log_dict(main, prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
-        detail = {k: v for k, v in terms.items() if k.startswith("loss/style/")}
+        detail = {k: v for k, v in terms.items() if k.startswith(("loss/style/", "loss/blend/"))}
         self.log_dict(detail, prog_bar=False, on_step=True, on_epoch=False, batch_size=1)
         loss = terms["loss/total"]
         if not torch.isfinite(loss):

@@ -57,22 +57,5 @@ def upsample(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(image, size=(height, width), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
 
 
-def downsample(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    return F.interpolate(image, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
-
-
-def next_level_init(result: torch.Tensor, init: torch.Tensor, detail: bool) -> torch.Tensor:
-    """The start of the next level: the coarser level's result upsampled to `init`'s size; with
-    `detail`, plus the band of `init` (the configured start image at this size: the content,
-    noise...) that the coarser level could not hold. Upsampling alone leaves the image blurred,
-    and blur costs the Gram loss a lot (measured: a converged 256 px result sent down to 128 and
-    back up starts at 4.7x its loss; with the content's detail band, 3.1x)."""
-    height, width = init.shape[-2:]
-    start = upsample(result, height, width)
-    if detail:
-        start = start + init - upsample(downsample(init, *result.shape[-2:]), height, width)
-    return start.clamp(0.0, 1.0)
-
-
 def describe(sizes: Sequence[int], steps: Sequence[int]) -> str:
     return ", ".join(f"{size} px x {count} steps" for size, count in zip(sizes, steps))

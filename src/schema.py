@@ -41,7 +41,6 @@ class PyramidConfig:
     levels: int = 1  # 1: single scale
     factor: float = 2.0  # size ratio between neighbouring levels
     steps: Any = None  # steps of each coarser level: null (= steps), an int, or a list from the coarsest
-    detail: bool = True  # next level starts from the result upsampled plus the init's finer band
 
 
 @dataclass

@@ -33,7 +33,7 @@ from src.losses import STYLE_LOSSES
 from src.masks import check_shape, is_shape, load_mask_image, mask_tensor
 from src.module import Style, StyleTransfer
 from src.paths import PROJECT_ROOT, resolve_input_path
-from src.pyramid import check_steps, describe, level_sizes, level_steps, next_level_init
+from src.pyramid import check_steps, describe, level_sizes, level_steps, upsample
 from src.resources import check_fits, check_large_enough
 import src.schema  # noqa: F401  (registers the typed config schema with Hydra)
 
@@ -130,7 +130,7 @@ def validate_controls(cfg: DictConfig) -> None:
 
 
 def pyramid_config(cfg: DictConfig) -> DictConfig:
-    return cfg.get("pyramid") or OmegaConf.create({"levels": 1, "factor": 2.0, "steps": None, "detail": True})
+    return cfg.get("pyramid") or OmegaConf.create({"levels": 1, "factor": 2.0, "steps": None})
 
 
 def pyramid_plan(cfg: DictConfig) -> list[tuple[int, int]]:
@@ -266,9 +266,9 @@ def build_module(
     """Images -> backbone -> module. Inputs are read and sizes checked before any model loads.
 
     `size` (a pyramid level's long side; default cfg.size) and `coarse` (the previous level's
-    result, which the start image is made from; src/pyramid.py) serve the coarse-to-fine
-    loop; `inputs` and `backbone` let it read the files and load the weights once. `init`
-    replaces the start image altogether.
+    result, upsampled to start this level) serve the coarse-to-fine loop; `inputs` and
+    `backbone` let it read the files and load the weights once. `init` replaces the start
+    image altogether.
     """
     size = size or cfg.size
     inputs = inputs or load_inputs(cfg)
@@ -289,9 +289,7 @@ def build_module(
     styles = prepare_styles(cfg, styles, content)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if init is None:
-        init = make_init_image(cfg, content, styles[0])
-        if coarse is not None:
-            init = next_level_init(coarse, init, bool(pyramid_config(cfg).get("detail", True)))
+        init = make_init_image(cfg, content, styles[0]) if coarse is None else upsample(coarse, height, width)
     if backbone is None:
         backbone = build_backbone(
             weights=cfg.backbone.weights,
