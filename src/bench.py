@@ -14,6 +14,8 @@ are the point: every number in one table comes from the same run on the same mac
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import resource
 import statistics
@@ -22,14 +24,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from src.backbone import build_backbone
+from src.backbone import build_backbone, has_fast_bfloat16, resolve_compute_dtype
 from src.images import load_tensor, save_image, to_pil
 from src.losses import gram_matrix
 from src.paths import PROJECT_ROOT
@@ -37,26 +39,33 @@ from src.resources import available_bytes, estimated_peak_bytes
 from src.stylize import build_module, stylize
 
 CONTENT_LAYER = "relu4_2"
+FASTEST_MODE = ["device.compute_dtype=bfloat16"]
 STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 
 
-def compose_config(*overrides: str) -> DictConfig:
+def compose_config(*overrides: str, device: str = "cpu") -> DictConfig:
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=["logger=none", "device=cpu", "checkpoint_every=0", *overrides])
+        return compose("config", overrides=["logger=none", f"device={device}", "checkpoint_every=0", *overrides])
 
 
 class StepClock(pl.Callback):
-    """Wall-clock time and (optionally) a copy of the image at the end of every step."""
+    """Wall-clock time at the end of every step; optionally the fp32-evaluated loss of each
+    step's image, its evaluation time left out of the clock, stopping once it reaches `target`."""
 
-    def __init__(self, keep_images: bool = False) -> None:
-        self.keep_images = keep_images
+    def __init__(self, evaluate: Callable[[torch.Tensor], float] | None = None, target: float = 0.0) -> None:
+        self.evaluate, self.target = evaluate, target
+        self.started = time.perf_counter()
         self.times: list[float] = []
-        self.images: list[torch.Tensor] = []
+        self.losses: list[float] = []
+        self.paused = 0.0  # seconds spent evaluating, not counted
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: object) -> None:
-        self.times.append(time.perf_counter())
-        if self.keep_images:
-            self.images.append(module.image.detach().cpu().clone())
+        now = time.perf_counter()
+        self.times.append(now - self.started - self.paused)
+        if self.evaluate is not None:
+            self.losses.append(self.evaluate(module.image.detach()))
+            trainer.should_stop = self.losses[-1] <= self.target
+            self.paused += time.perf_counter() - now
 
 
 def median_step_seconds(times: list[float]) -> float:
@@ -65,35 +74,52 @@ def median_step_seconds(times: list[float]) -> float:
     return statistics.median(intervals)
 
 
-def floor_seconds(height: int, width: int, repeats: int = 5) -> float:
-    """One forward + backward of the backbone cut after relu5_1, the loss a plain sum."""
-    backbone = build_backbone(last_layer="relu5_1")
-    image = torch.rand(1, 3, height, width, requires_grad=True)
+def floor_seconds(height: int, width: int, compute_dtype: str, device: str = "cpu", repeats: int = 7) -> float:
+    """One forward + backward of the backbone cut after relu5_1 (same dtype and layout as a
+    run), the loss a plain sum of the activations a run uses. The median, like a run's step."""
+    backbone = build_backbone(last_layer="relu5_1", compute_dtype=compute_dtype).to(device)
+    image = torch.rand(1, 3, height, width, device=device, requires_grad=True)
     timings = []
     for _ in range(repeats + 1):
         started = time.perf_counter()
         features = backbone(image, [CONTENT_LAYER, *STYLE_LAYERS])
         sum(f.sum() for f in features.values()).backward()
+        synchronize(device)
         timings.append(time.perf_counter() - started)
-    return min(timings[1:])
+    return statistics.median(timings[1:])
 
 
-def our_step_seconds(overrides: list[str], steps: int) -> tuple[float, tuple[int, int]]:
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def quietly(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call without Lightning's progress bar on the terminal."""
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        return function(*args, **kwargs)
+
+
+def our_step_seconds(overrides: list[str], steps: int, device: str = "cpu") -> tuple[float, dict[str, Any]]:
     clock = StepClock()
     with tempfile.TemporaryDirectory() as folder:
-        metrics = stylize(compose_config(*overrides, f"steps={steps}"), folder, extra_callbacks=[clock])
-    return median_step_seconds(clock.times), (metrics["height"], metrics["width"])
+        metrics = quietly(stylize, compose_config(*overrides, f"steps={steps}", device=device), folder, extra_callbacks=[clock])
+    return median_step_seconds(clock.times), metrics
 
 
-def per_step_overhead(sizes: list[int], steps: int) -> list[dict[str, Any]]:
+def per_step_overhead(sizes: list[int], steps: int, device: str = "cpu") -> list[dict[str, Any]]:
     rows = []
+    cases = [("lbfgs", "float32"), ("adam", "float32"), ("lbfgs", "bfloat16")]
     for size in sizes:
-        for optimizer in ("lbfgs", "adam"):
-            ours, (height, width) = our_step_seconds([f"size={size}", f"optimizer={optimizer}"], steps)
-            floor = floor_seconds(height, width)
-            rows.append({"size": size, "optimizer": optimizer, "seconds_per_step": ours,
+        for optimizer, dtype in cases:
+            if dtype == "bfloat16" and not has_fast_bfloat16(torch.device(device)):
+                continue
+            overrides = [f"size={size}", f"optimizer={optimizer}", f"device.compute_dtype={dtype}"]
+            ours, metrics = our_step_seconds(overrides, steps, "gpu" if device == "cuda" else "cpu")
+            floor = floor_seconds(metrics["height"], metrics["width"], dtype, device)
+            rows.append({"size": size, "optimizer": optimizer, "compute_dtype": dtype, "seconds_per_step": ours,
                          "floor_seconds": floor, "ratio": ours / floor})
-            print(f"  {size:5d} px {optimizer:6s} {ours:7.3f} s/step  floor {floor:7.3f} s  ratio {ours / floor:5.2f}", flush=True)
+            print(f"  {size:5d} px {optimizer:6s} {dtype:8s} {ours:7.3f} s/step  floor {floor:7.3f} s  ratio {ours / floor:5.2f}", flush=True)
     return rows
 
 
@@ -135,46 +161,41 @@ def run_pastiche(content: Path, style: Path, size: int, style_size: int, content
     return caffe_to_rgb(artist.pastiche), time.perf_counter() - started
 
 
-def time_to_quality(size: int, pastiche_steps: int, our_max_steps: int, mode_overrides: list[str], label: str) -> dict[str, Any]:
-    cfg = compose_config(f"size={size}", *mode_overrides)
-    evaluator = build_module(compose_config(f"size={size}"))  # fp32 reference evaluation
+def time_to_quality(size: int, pastiche_steps: int, modes: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """Pastiche runs `pastiche_steps`; each of our modes runs until its image, evaluated in
+    fp32, is as good (at most 3x pastiche's steps). Wall times include model load and targets."""
+    evaluator = build_module(compose_config(f"size={size}", "device.compute_dtype=float32"))  # the judge
     evaluator.compute_targets()
+    judge = lambda image: evaluator.evaluate_image(image)["loss/total"]  # noqa: E731
+    rows = []
     with tempfile.TemporaryDirectory() as folder:
         # Both tools read the very same pixels: our resized inputs, saved losslessly.
         content_png, style_png = Path(folder) / "content.png", Path(folder) / "style.png"
         save_image(evaluator.content_image, content_png)
         save_image(evaluator.style_image, style_png)
-        content_w, style_w = pastiche_layer_weights(cfg, evaluator)
+        content_w, style_w = pastiche_layer_weights(compose_config(f"size={size}"), evaluator)
         theirs, their_seconds = run_pastiche(content_png, style_png, size, max(evaluator.style_image.shape[-2:]),
                                              content_w, style_w, pastiche_steps)
-        their_loss = evaluator.evaluate_image(theirs)["loss/total"]
-
-        clock = StepClock(keep_images=True)
-        started = time.perf_counter()
-        stylize(compose_config(f"size={size}", *mode_overrides, f"steps={our_max_steps}",
-                               f"content.path={content_png}", f"style.path={style_png}"),
-                Path(folder) / "ours", extra_callbacks=[clock])
-    reached = None
-    losses = []
-    for step, (moment, image) in enumerate(zip(clock.times, clock.images), start=1):
-        loss = evaluator.evaluate_image(image)["loss/total"]
-        losses.append(loss)
-        if loss <= their_loss:
-            reached = (step, moment - started)
-            break
-    row = {
-        "mode": label, "size": size, "pastiche_steps": pastiche_steps, "pastiche_seconds": their_seconds,
-        "pastiche_final_loss": their_loss, "our_steps_to_reach": reached[0] if reached else None,
-        "our_seconds_to_reach": reached[1] if reached else None,
-        "ratio": reached[1] / their_seconds if reached else None,
-        "our_best_loss": min(losses),
-    }
-    if reached:
-        print(f"  {label:8s} pastiche {pastiche_steps} steps {their_seconds:6.1f} s -> J={their_loss:.4g}; "
-              f"ours reaches it at step {reached[0]} in {reached[1]:6.1f} s: ratio {row['ratio']:.2f}", flush=True)
-    else:
-        print(f"  {label:8s} ours never reached pastiche's J={their_loss:.4g} in {our_max_steps} steps (best {min(losses):.4g})", flush=True)
-    return row
+        their_loss = judge(theirs)
+        print(f"  pastiche {pastiche_steps} L-BFGS steps: {their_seconds:6.1f} s, J = {their_loss:.4g}", flush=True)
+        for label, overrides in modes.items():
+            clock = StepClock(judge, their_loss)
+            quietly(stylize, compose_config(f"size={size}", *overrides, f"steps={3 * pastiche_steps}",
+                                            f"content.path={content_png}", f"style.path={style_png}"),
+                    Path(folder) / label.replace(" ", "_"), extra_callbacks=[clock])
+            reached = next((step for step, loss in enumerate(clock.losses) if loss <= their_loss), None)
+            row = {"mode": label, "overrides": overrides, "size": size, "pastiche_steps": pastiche_steps,
+                   "pastiche_seconds": their_seconds, "pastiche_loss": their_loss,
+                   "our_steps": None if reached is None else reached + 1,
+                   "our_seconds": None if reached is None else clock.times[reached],
+                   "ratio": None if reached is None else clock.times[reached] / their_seconds,
+                   "our_best_loss": min(clock.losses)}
+            rows.append(row)
+            if reached is None:
+                print(f"  {label:28s} never reached it in {3 * pastiche_steps} steps (best {row['our_best_loss']:.4g})", flush=True)
+            else:
+                print(f"  {label:28s} reached it at step {row['our_steps']:4d} in {row['our_seconds']:6.1f} s: ratio {row['ratio']:.2f}", flush=True)
+    return rows
 
 
 # -- memory ---------------------------------------------------------------------------------
@@ -204,30 +225,58 @@ def largest_size() -> int:
     low, high = 512, 32768
     while high - low > 16:
         mid = (low + high) // 2
-        fits = estimated_peak_bytes(mid * 3 // 4, mid, [CONTENT_LAYER, *STYLE_LAYERS], 20) <= have
+        fits = estimated_peak_bytes(mid * 3 // 4, mid, [CONTENT_LAYER, *STYLE_LAYERS], 20, resolve_compute_dtype("auto", torch.device("cpu"))) <= have
         low, high = (mid, high) if fits else (low, mid)
     return low
 
 
+# Time to quality: each mode's overrides. `default` is what a plain run does on this machine
+# (device.compute_dtype=auto: bfloat16 on CPUs with AVX512-BF16 or AMX, else float32).
+MODES = {
+    "torch.optim.LBFGS, float32": ["optimizer=lbfgs_torch", "device.compute_dtype=float32"],
+    "float32": ["device.compute_dtype=float32"],
+    "default": [],
+    "fastest": FASTEST_MODE,
+}
+
+
+def gpu_section(quick: bool) -> dict[str, Any]:
+    """The per-step table on the GPU, and 500 L-BFGS steps at 512 px (loop time and whole run)."""
+    report: dict[str, Any] = {"name": torch.cuda.get_device_name()}
+    report["per_step"] = per_step_overhead([256, 512], steps=12, device="cuda")
+    steps = 50 if quick else 500
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        metrics = quietly(stylize, compose_config("size=512", f"steps={steps}", device="gpu"), folder)
+        report["lbfgs_512px"] = {"steps": steps, "loop_seconds": metrics["wall_seconds"],
+                                 "run_seconds": time.perf_counter() - started, "compute_dtype": metrics["compute_dtype"]}
+    print(f"  {steps} L-BFGS steps at 512 px: {metrics['wall_seconds']:.1f} s "
+          f"({report['lbfgs_512px']['run_seconds']:.1f} s with model load and targets)", flush=True)
+    return report
+
+
 def main() -> None:
     quick = "--quick" in sys.argv
-    torch.set_num_threads(torch.get_num_threads())
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     out_dir = PROJECT_ROOT / "outputs" / "bench" / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"machine": {"threads": torch.get_num_threads(), "torch": torch.__version__,
+                                          "cpu_bfloat16": has_fast_bfloat16(torch.device("cpu")),
                                           "cuda": torch.cuda.is_available()}}
-    print("1. per-step time against the floor (forward + backward of the truncated backbone)")
+    print(f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"native bf16 on this CPU: {report['machine']['cpu_bfloat16']}")
+    print("1. per-step time against the floor (forward + backward of the truncated backbone, same dtype)")
     report["per_step"] = per_step_overhead([128] if quick else [256, 512], steps=6 if quick else 12)
-    print("2. time to reach pastiche's final objective (same objective, L-BFGS, content init)")
     size, steps = (128, 20) if quick else (256, 100)
-    report["time_to_quality"] = [time_to_quality(size, steps, 3 * steps, [], "default")]
-    print("3. memory")
+    print(f"2. time to reach pastiche's objective after {steps} steps ({size} px, same objective, L-BFGS, content init)")
+    report["time_to_quality"] = time_to_quality(size, steps, MODES)
+    print("3. memory (peak RSS of a 2-step run, default mode)")
     report["memory"] = [peak_rss(s) for s in ([256] if quick else [512, 1024, 2048])]
     report["largest_size_estimate"] = largest_size()
     print(f"  largest size that fits (estimate): {report['largest_size_estimate']} px")
     if torch.cuda.is_available():
-        print("4. GPU: see README (run `make bench` on a GPU machine)")
+        print("4. GPU")
+        report["gpu"] = gpu_section(quick)
     (out_dir / "bench.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out_dir / 'bench.json'}")
 

@@ -29,6 +29,12 @@ GROUND = "docs/images/tubingen_ground_mask.png"
 BLEND = "style.blend=[{path:shipwreck,weight:%s}]"
 
 
+def short(number: float) -> str:
+    """1e6, not 1e+06."""
+    mantissa, exponent = f"{number:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
 def figures(size: int, steps: int, beta: float) -> dict[str, list[tuple[str, str | list[str]]]]:
     """Picture name -> panels: (label, an image path) or (label, the overrides of a run).
 
@@ -38,7 +44,7 @@ def figures(size: int, steps: int, beta: float) -> dict[str, list[tuple[str, str
     return {
         "color": [
             ("content", content), ("style", starry),
-            ("color=none", []), (f"color=luminance beta={10 * beta:g}", ["color=luminance", f"beta={10 * beta:g}"]),
+            ("color=none", []), (f"color=luminance beta={short(10 * beta)}", ["color=luminance", f"beta={short(10 * beta)}"]),
             ("color=match", ["color=match"]),
         ],
         "blend": [
@@ -64,21 +70,23 @@ def figures(size: int, steps: int, beta: float) -> dict[str, list[tuple[str, str
         "pyramid": [
             # From noise, where the large-scale structure has to be built. Equal compute: the
             # pyramid's 3 levels of 3/4 steps cost 3/4 * (1/16 + 1/4 + 1) = 0.98 finest-level steps each.
-            ("single scale, init=noise", ["init=noise"]),
-            ("pyramid=factor2, init=noise", ["init=noise", "pyramid=factor2", f"steps={steps * 3 // 4}", f"pyramid.steps={steps * 3 // 4}"]),
+            # beta=1e4: the content's large shapes have to show, not only the painting's.
+            ("single scale, init=noise beta=1e4", ["init=noise", "beta=1e4"]),
+            ("pyramid=factor2, init=noise beta=1e4",
+             ["init=noise", "beta=1e4", "pyramid=factor2", f"steps={steps * 3 // 4}", f"pyramid.steps={steps * 3 // 4}"]),
         ],
     }
 
 
 def run(name: str, overrides: list[str], size: int, steps: int, beta: float) -> Path:
-    folder = RUNS / f"{size}px_beta{beta:g}" / name
+    folder = RUNS / f"{size}px_beta{short(beta)}" / name
     if (folder / "final.png").is_file():
         return folder
     if folder.exists():
         import shutil
 
         shutil.rmtree(folder)
-    command = [sys.executable, "-m", "src.run", f"size={size}", f"steps={steps}", f"beta={beta:g}", "logger=none",
+    command = [sys.executable, "-m", "src.run", f"size={size}", f"steps={steps}", f"beta={short(beta)}", "logger=none",
                "checkpoint_every=0", *overrides, f"hydra.run.dir={folder}"]
     print(" ".join(command[1:]), flush=True)
     started = time.perf_counter()
@@ -151,7 +159,12 @@ def main() -> None:
         picture = panel_row(images, height=args.height)
         path = out / f"controls_{name}.png"
         save_small(picture, path)
-        (RUNS / f"{args.size}px_beta{args.beta:g}" / f"{name}.json").write_text(json.dumps(record, indent=2))
+        if name == "scale":
+            # The top-left quarter of each result, enlarged 2x (nearest): the strokes themselves.
+            crops = [(f"{label}, top-left, x2", image.crop((0, 0, image.width // 2, image.height // 2))
+                      .resize(image.size, Image.Resampling.NEAREST)) for label, image in images]
+            save_small(panel_row(crops, height=args.height), out / "controls_scale_crops.png")
+        (RUNS / f"{args.size}px_beta{short(args.beta)}" / f"{name}.json").write_text(json.dumps(record, indent=2))
         print(f"{path} ({path.stat().st_size // 1024} KB)", flush=True)
 
 

@@ -29,22 +29,28 @@ def check_large_enough(height: int, width: int, layers: list[str], role: str) ->
         )
 
 
-def activation_bytes(height: int, width: int, last_layer: str) -> int:
-    """Bytes of all layer outputs up to `last_layer` for one image."""
+def activation_bytes(height: int, width: int, last_layer: str, only: list[str] | None = None, bytes_per_value: int = BYTES_PER_FLOAT) -> int:
+    """Bytes of the layer outputs up to `last_layer` (or only those named) for one image."""
     total, h, w, channels = 0, height, width, 3
     for name in LAYER_NAMES[: LAYER_NAMES.index(last_layer) + 1]:
         if name.startswith("pool"):
             h, w = h // 2, w // 2
         else:
             channels = VGG19_BLOCKS[int(name[4]) - 1][0]
-        total += channels * h * w * BYTES_PER_FLOAT
+        if only is None or name in only:
+            total += channels * h * w * bytes_per_value
     return total
 
 
-def estimated_peak_bytes(height: int, width: int, layers: list[str], history_size: int) -> int:
+def estimated_peak_bytes(height: int, width: int, layers: list[str], history_size: int, compute_dtype: str = "float32") -> int:
     image = 3 * height * width * BYTES_PER_FLOAT
     optimiser = (2 * history_size + 4) * image  # L-BFGS keeps s and y vectors; Adam ~ 4 images
-    return int(BASE_BYTES + ACTIVATION_FACTOR * activation_bytes(height, width, deepest_layer(layers)) + optimiser)
+    last = deepest_layer(layers)
+    if compute_dtype == "float32":
+        activations = ACTIVATION_FACTOR * activation_bytes(height, width, last)
+    else:  # bf16 activations, plus the float32 copies of the used ones that the losses read
+        activations = ACTIVATION_FACTOR * activation_bytes(height, width, last, bytes_per_value=2) + activation_bytes(height, width, last, only=layers)
+    return int(BASE_BYTES + activations + optimiser)
 
 
 def available_bytes(accelerator: str) -> tuple[int, str]:
@@ -58,8 +64,8 @@ def available_bytes(accelerator: str) -> tuple[int, str]:
     return 2**62, "memory"  # pragma: no cover - not Linux
 
 
-def check_fits(height: int, width: int, layers: list[str], history_size: int, accelerator: str, size: int) -> None:
-    needed = estimated_peak_bytes(height, width, layers, history_size)
+def check_fits(height: int, width: int, layers: list[str], history_size: int, accelerator: str, size: int, compute_dtype: str = "float32") -> None:
+    needed = estimated_peak_bytes(height, width, layers, history_size, compute_dtype)
     have, what = available_bytes(accelerator)
     if needed > have:
         raise UserError(

@@ -60,12 +60,14 @@ class BackboneConfig:
     weights: str = "caffe"  # caffe | torchvision
     pooling: str = "max"  # max | avg
     weights_path: Optional[str] = None
+    channels_last: bool = True  # the faster memory layout for convolutions (same values)
 
 
 @dataclass
 class DeviceConfig:
     accelerator: str = "auto"  # cpu | gpu | auto
-    precision: str = "32-true"
+    precision: str = "32-true"  # Lightning's; keep 32-true (its AMP plugins refuse L-BFGS)
+    compute_dtype: str = "auto"  # the backbone's: auto (bfloat16 where fast, else float32) | float32 | bfloat16
 
 
 @dataclass

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from src.backbone import VGG19Features, build_backbone, check_layer_names, deepest_layer
+from src.backbone import VGG19Features, build_backbone, check_layer_names, deepest_layer, resolve_compute_dtype
 from src.callbacks import log_final, run_callbacks
 from src.errors import Interrupted, RunStopped, UserError
 from src.faults import Checkpointer, StopOnSignal, checkpoint_path, save_checkpoint
@@ -65,6 +65,7 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"backbone.weights={cfg.backbone.weights!r}: must be one of caffe, torchvision")
     if cfg.device.accelerator not in ("cpu", "gpu", "cuda", "auto"):
         raise UserError(f"device.accelerator={cfg.device.accelerator!r}: must be one of cpu, gpu, auto")
+    resolve_compute_dtype(cfg.device.compute_dtype, torch.device("cpu"))  # names the key if it is wrong
     for key in ("alpha", "beta", "tv_weight"):
         value = cfg[key]
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -153,6 +154,13 @@ def make_init_image(cfg: DictConfig, content: torch.Tensor, style: torch.Tensor)
     if kind == "style":
         return torch.nn.functional.interpolate(style, size=(height, width), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
     return load_tensor(resolve_input_path(cfg.init.path), size=(width, height), role="init")
+
+
+def target_device(accelerator: str) -> torch.device:
+    """The device Lightning will pick for `device.accelerator`."""
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
@@ -281,9 +289,10 @@ def build_module(
     for style_width, style_height in dict.fromkeys(style_sizes):
         check_large_enough(style_height, style_width, list(cfg.layers.style), "style")
     history = int(cfg.optimizer.get("history_size", 0))
-    check_fits(height, width, layers, history, cfg.device.accelerator, size)
+    compute_dtype = resolve_compute_dtype(cfg.device.compute_dtype, target_device(cfg.device.accelerator))
+    check_fits(height, width, layers, history, cfg.device.accelerator, size, compute_dtype)
     for style_width, style_height in dict.fromkeys(style_sizes):
-        check_fits(style_height, style_width, list(cfg.layers.style), 0, cfg.device.accelerator, style_long)
+        check_fits(style_height, style_width, list(cfg.layers.style), 0, cfg.device.accelerator, style_long, compute_dtype)
     content = to_tensor(resize(inputs.content, (width, height)))
     styles = [to_tensor(resize(style.image, dims)) for style, dims in zip(inputs.styles, style_sizes)]
     styles = prepare_styles(cfg, styles, content)
@@ -296,6 +305,8 @@ def build_module(
             pooling=cfg.backbone.pooling,
             weights_path=resolve_input_path(cfg.backbone.weights_path) if cfg.backbone.weights_path else None,
             last_layer=deepest_layer(layers),
+            compute_dtype=compute_dtype,
+            channels_last=cfg.backbone.channels_last,
         )
     blend = None
     if len(styles) > 1 or any(style.mask is not None for style in inputs.styles):
@@ -417,6 +428,7 @@ def collect_metrics(module: StyleTransfer, final: dict[str, float], steps: int, 
         "height": int(height),
         "width": int(width),
         "device": str(module.device),
+        "compute_dtype": str(module.backbone.compute_dtype).removeprefix("torch."),
         # Several styles: each one's share of the final style term (they sum to final.style).
         **({"final_styles": {k.removeprefix("loss/blend/"): v for k, v in final.items() if k.startswith("loss/blend/")}}
            if any(k.startswith("loss/blend/") for k in final) else {}),
@@ -443,7 +455,6 @@ def coarse_to_fine(cfg: DictConfig, plan: list[tuple[int, int]], output_dir: Pat
     its checkpoint without running them again.
     """
     inputs = load_inputs(cfg)
-    layers = [*cfg.layers.content, *cfg.layers.style]
     backbone = None
     levels: list[dict[str, Any]] = []
     image = None
@@ -458,11 +469,7 @@ def coarse_to_fine(cfg: DictConfig, plan: list[tuple[int, int]], output_dir: Pat
             image, record = run_level(cfg, module, steps, output_dir, f"pyramid level {index + 1} of {len(plan)} ({size} px)")
             levels.append(record)
         (output_dir / PYRAMID_FILE).write_text(json.dumps(levels, indent=2))
-    if backbone is None:
-        backbone = build_backbone(
-            weights=cfg.backbone.weights, pooling=cfg.backbone.pooling,
-            weights_path=resolve_input_path(cfg.backbone.weights_path) if cfg.backbone.weights_path else None,
-            last_layer=deepest_layer(layers))
+    # On a resume no level ran: build_module loads the backbone (with the configured dtype).
     return build_module(cfg, coarse=image, inputs=inputs, backbone=backbone), levels
 
 

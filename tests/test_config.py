@@ -30,7 +30,8 @@ def test_defaults():
     assert cfg.alpha == 1.0 and cfg.beta == 1e4
     assert list(cfg.layers.content) == ["relu4_2"]
     assert list(cfg.layers.style) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
-    assert cfg.optimizer._target_ == "torch.optim.LBFGS"
+    assert cfg.optimizer._target_ == "src.lbfgs.LBFGS"
+    assert cfg.device.compute_dtype == "auto" and cfg.backbone.channels_last
     validate(cfg)
 
 
@@ -56,7 +57,7 @@ def test_bad_values_are_named(override, key):
     "override, words",
     [
         ("bta=1e4", ["bta"]),
-        ("optimizer=sgd", ["optimizer", "lbfgs", "adam"]),
+        ("optimizer=sgd", ["optimizer", "lbfgs", "lbfgs_torch", "adam"]),
         ("size=big", ["size"]),
         ("style.path=/no/such/painting.jpg", ["/no/such/painting.jpg", "not found"]),
         ("optimizer.lrr=1", ["lrr"]),

@@ -172,10 +172,10 @@ def test_pyramid_runs_every_level_and_ends_at_the_requested_size(tmp_path):
 
 def test_pyramid_keeps_the_large_scale_structure_at_equal_compute(tmp_path, backbone):
     """Pyramid 48 -> 96 px, 8 steps each, against a single-scale run of 10 steps at 96 px (the
-    same number of pixel-steps: 8 / 4 + 8). Seen at half size, the pyramid's result is much
-    closer to the objective (measured: 6.4e7 against 1.4e8). At full size it is lower here too
-    (2.9e7 against 4.9e7), but not in general: with the default layers, 3.5e8 against 3.2e8
-    from the content and 4.8e8 against 5.2e8 from noise; docs/controls.md, "Coarse to fine"."""
+    same number of pixel-steps: 8 / 4 + 8). Seen at half size, the pyramid's result is closer
+    to the objective (measured with src/lbfgs.py: 3.2e7 against 4.3e7; with torch's L-BFGS,
+    6.4e7 against 1.4e8). At full size it is not lower (1.6e7 against 1.55e7; with torch's
+    L-BFGS it was, 2.9e7 against 4.9e7): docs/controls.md, "Coarse to fine"."""
     pyramid = stylize(tmp_path, "pyramid", *SHALLOW, "size=96", "steps=8", "pyramid.levels=2", "pyramid.steps=8")
     single = stylize(tmp_path, "single", *SHALLOW, "size=96", "steps=10")
     assert load_image(tmp_path / "pyramid" / "final.png").size == (96, 72)
@@ -188,7 +188,7 @@ def test_pyramid_keeps_the_large_scale_structure_at_equal_compute(tmp_path, back
 
     print(f"at half size: pyramid {at_half_size('pyramid'):.3g}, single {at_half_size('single'):.3g}; "
           f"full size: pyramid {pyramid['final']['total']:.3g}, single {single['final']['total']:.3g}")
-    assert at_half_size("pyramid") < 0.7 * at_half_size("single")
+    assert at_half_size("pyramid") < 0.8 * at_half_size("single")
     assert pyramid["final"]["total"] < 1.5 * single["final"]["total"]
 
 
