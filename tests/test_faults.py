@@ -172,3 +172,14 @@ def test_nan_stops_with_last_good_image_and_metrics(tmp_path, monkeypatch):
     assert np.isfinite(metrics["final"]["total"]) and metrics["final"]["total"] < metrics["initial"]["total"]
     image = load_image(tmp_path / "run" / "last_good.png")
     assert image.size == (40, 30)
+
+
+@pytest.mark.parametrize("key", ["hydra.run.dir", "hydra.sweep.dir"])
+def test_unwritable_output_folder_is_one_line_and_exit_2(tmp_path, key):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    multirun = ["-m"] if key == "hydra.sweep.dir" else []
+    result = run_cli(*multirun, f"{key}={blocker / 'run'}", "size=32", "steps=1", "logger=none")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"error: {key}=" in result.stderr and "cannot create the output folder" in result.stderr
