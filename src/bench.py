@@ -39,7 +39,6 @@ from src.resources import available_bytes, estimated_peak_bytes
 from src.stylize import build_module, stylize
 
 CONTENT_LAYER = "relu4_2"
-FASTEST_MODE = ["device.compute_dtype=bfloat16"]
 STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 
 
@@ -236,7 +235,7 @@ MODES = {
     "torch.optim.LBFGS, float32": ["optimizer=lbfgs_torch", "device.compute_dtype=float32"],
     "float32": ["device.compute_dtype=float32"],
     "default": [],
-    "fastest": FASTEST_MODE,
+    "fastest": ["device.compute_dtype=bfloat16"],
 }
 
 

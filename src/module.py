@@ -12,13 +12,14 @@ from torch import nn
 
 from src.backbone import VGG19Features
 from src.color import grey, with_chroma
+from src.lbfgs import LBFGS
 from src.losses import content_loss, style_distance, style_target, tv_loss
 from src.masks import layer_mask
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 # The optimiser sees J times a constant that makes the largest pixel gradient at the start
-# equal to this. L-BFGS is scale-invariant except for its raw-gradient steps (the first one,
+# equal to this. torch's L-BFGS is scale-invariant except for its raw-gradient steps (the first one,
 # and whenever a curvature pair is rejected by torch's absolute 1e-10 threshold); unscaled,
 # those move pixels by millions and the run diverges (seen at beta=1e5).
 START_GRADIENT = 0.01
@@ -194,7 +195,10 @@ class StyleTransfer(pl.LightningModule):
         self.compute_targets()
         if not self.initial_losses:
             self.initial_losses = self.evaluate()
-            self.loss_scale = self.gradient_scale()
+            # Our L-BFGS sizes its steps in pixels and is scale-invariant: skip the extra
+            # forward and backward that the scale costs (torch's L-BFGS and Adam keep it).
+            if not isinstance(self.trainer.optimizers[0], LBFGS):
+                self.loss_scale = self.gradient_scale()
         self.last_good_image = self.image.detach().clone()
         self.last_good_step = self.global_step
 

@@ -53,8 +53,15 @@ def estimated_peak_bytes(height: int, width: int, layers: list[str], history_siz
     return int(BASE_BYTES + activations + optimiser)
 
 
+def target_device(accelerator: str) -> torch.device:
+    """The device Lightning will pick for `device.accelerator`."""
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
 def available_bytes(accelerator: str) -> tuple[int, str]:
-    if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+    if target_device(accelerator).type == "cuda" and torch.cuda.is_available():
         free, _ = torch.cuda.mem_get_info()
         return int(free), "free GPU memory"
     with open("/proc/meminfo", encoding="ascii") as meminfo:

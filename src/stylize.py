@@ -34,7 +34,7 @@ from src.masks import check_shape, is_shape, load_mask_image, mask_tensor
 from src.module import Style, StyleTransfer
 from src.paths import PROJECT_ROOT, resolve_input_path
 from src.pyramid import check_steps, describe, level_sizes, level_steps, upsample
-from src.resources import check_fits, check_large_enough
+from src.resources import check_fits, check_large_enough, target_device
 import src.schema  # noqa: F401  (registers the typed config schema with Hydra)
 
 INIT_KINDS = ("noise", "content", "style", "image")
@@ -154,13 +154,6 @@ def make_init_image(cfg: DictConfig, content: torch.Tensor, style: torch.Tensor)
     if kind == "style":
         return torch.nn.functional.interpolate(style, size=(height, width), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
     return load_tensor(resolve_input_path(cfg.init.path), size=(width, height), role="init")
-
-
-def target_device(accelerator: str) -> torch.device:
-    """The device Lightning will pick for `device.accelerator`."""
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
