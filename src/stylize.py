@@ -41,12 +41,13 @@ INIT_KINDS = ("noise", "content", "style", "image")
 STYLE_PRESET_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 log = logging.getLogger(__name__)
 
-# The frozen backbone is in eval mode on purpose; Lightning's tips are noise on our console.
 # Lightning's deterministic=True (our CPU runs) turns on torch's deterministic algorithms,
 # which by default also fill every new tensor with NaN, a safety net against reading
 # uninitialised memory. Correct ops never do, and the fills cost 2-4 % of a step at 512 px
 # (every conv output and input gradient). Determinism itself is unchanged (tested).
 torch.utils.deterministic.fill_uninitialized_memory = False
+
+# The frozen backbone is in eval mode on purpose; Lightning's tips are noise on our console.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 for _name in ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.trainer.connectors.checkpoint_connector"):

