@@ -122,8 +122,9 @@ class VGG19Features(nn.Module):
     def layer_names(self) -> list[str]:
         return list(self.layers._modules.keys())
 
-    def forward(self, image: torch.Tensor, outputs: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Activations of the layers named in `outputs` for an RGB image in [0, 1]."""
+    def forward(self, image: torch.Tensor, outputs: Sequence[str], upcast: bool = True) -> dict[str, torch.Tensor]:
+        """Activations of the layers named in `outputs` for an RGB image in [0, 1]: float32,
+        or (upcast=False) in the compute dtype, for losses that upcast where they need to."""
         wanted = set(outputs)
         missing = wanted - set(self.layer_names)
         if missing:
@@ -135,7 +136,7 @@ class VGG19Features(nn.Module):
         for name, layer in self.layers.named_children():
             x = layer(x)
             if name in wanted:
-                result[name] = x.float()
+                result[name] = x.float() if upcast else x
                 if len(result) == len(wanted):
                     break
         return result

@@ -145,9 +145,10 @@ class StyleTransfer(pl.LightningModule):
         """Every weighted term of the cost; keys are the names logged."""
         if not self.content_targets:
             self.compute_targets()
-        features = self.backbone(self.view(image), self.used_layers)
+        # Activations in the backbone's dtype: the Gram loss's backward then runs in bf16 too.
+        features = self.backbone(self.view(image), self.used_layers, upcast=False)
         terms: dict[str, torch.Tensor] = {}
-        content = sum(w * content_loss(features[n], self.content_targets[n]) for n, w in self.content_layers.items())
+        content = sum(w * content_loss(features[n].float(), self.content_targets[n]) for n, w in self.content_layers.items())
         style = image.new_zeros(())
         per_style = [image.new_zeros(()) for _ in self.style_weights]
         for name, weight in self.style_layers.items():
@@ -193,17 +194,17 @@ class StyleTransfer(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self.compute_targets()
-        if not self.initial_losses:
-            self.initial_losses = self.evaluate()
-            # Our L-BFGS sizes its steps in pixels and is scale-invariant: skip the extra
-            # forward and backward that the scale costs (torch's L-BFGS and Adam keep it).
-            if not isinstance(self.trainer.optimizers[0], LBFGS):
-                self.loss_scale = self.gradient_scale()
+        # A fresh run (not a resume). Our L-BFGS sizes its steps in pixels and is
+        # scale-invariant: skip the extra forward and backward that the scale costs.
+        if not self.initial_losses and not isinstance(self.trainer.optimizers[0], LBFGS):
+            self.loss_scale = self.gradient_scale()
         self.last_good_image = self.image.detach().clone()
         self.last_good_step = self.global_step
 
     def training_step(self, batch: object, batch_index: int) -> torch.Tensor:
         terms = self.losses(self.image)
+        if not self.initial_losses:  # the first step sees the initial image: no forward of its own
+            self.initial_losses = {key: value.item() for key, value in terms.items()}
         main = {k: terms[k] for k in ("loss/total", "loss/content", "loss/style", "loss/tv")}
         self.log_dict(main, prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
         detail = {k: v for k, v in terms.items() if k.startswith(("loss/style/", "loss/blend/"))}
