@@ -33,10 +33,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from src.backbone import CAFFE_BGR_MEAN, build_backbone, has_fast_bfloat16, resolve_compute_dtype
-from src.images import save_image
+from src.images import save_image, size_for_long_side
 from src.paths import PROJECT_ROOT
 from src.resources import available_bytes, estimated_peak_bytes
-from src.stylize import build_module, stylize
+from src.stylize import build_module, load_inputs, stylize
 
 CONTENT_LAYER = "relu4_2"
 STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
@@ -117,8 +117,12 @@ def per_step_overhead(sizes: list[int], steps: int, device: str = "cpu") -> list
             if dtype == "bfloat16" and not has_fast_bfloat16(torch.device(device)):
                 continue
             overrides = [f"size={size}", f"optimizer={optimizer}", f"device.compute_dtype={dtype}"]
+            width, height = size_for_long_side(*load_inputs(compose_config(*overrides)).content.size, size)
+            # The floor just before and just after our run: a slow spell of this shared
+            # machine during one of them moves the ratio less.
+            before = floor_seconds(height, width, dtype, device)
             ours, metrics = our_step_seconds(overrides, steps, "gpu" if device == "cuda" else "cpu")
-            floor = floor_seconds(metrics["height"], metrics["width"], dtype, device)
+            floor = (before + floor_seconds(metrics["height"], metrics["width"], dtype, device)) / 2
             rows.append({"size": size, "optimizer": optimizer, "compute_dtype": dtype, "seconds_per_step": ours,
                          "floor_seconds": floor, "ratio": ours / floor})
             print(f"  {size:5d} px {optimizer:6s} {dtype:8s} {ours:7.3f} s/step  floor {floor:7.3f} s  ratio {ours / floor:5.2f}", flush=True)
