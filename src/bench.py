@@ -35,7 +35,7 @@ from omegaconf import DictConfig
 from src.backbone import CAFFE_BGR_MEAN, build_backbone, has_fast_bfloat16, resolve_compute_dtype
 from src.images import save_image, size_for_long_side
 from src.paths import PROJECT_ROOT
-from src.resources import available_bytes, estimated_peak_bytes
+from src.resources import available_bytes, estimated_peak_bytes, resident_bytes
 from src.stylize import build_module, load_inputs, stylize
 
 CONTENT_LAYER = "relu4_2"
@@ -239,7 +239,7 @@ def peak_rss(size: int) -> dict[str, Any]:
 
 def largest_size() -> int:
     """The largest long side (4:3 image) whose estimated peak fits in available memory."""
-    have, _ = available_bytes("cpu")
+    have = available_bytes("cpu")[0] - resident_bytes()  # a fresh process's view: this one's memory is not its
     low, high = 512, 32768
     while high - low > 16:
         mid = (low + high) // 2

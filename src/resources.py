@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from src.backbone import LAYER_NAMES, VGG19_BLOCKS, deepest_layer
@@ -48,8 +50,9 @@ def estimated_peak_bytes(height: int, width: int, layers: list[str], history_siz
     last = deepest_layer(layers)
     if compute_dtype == "float32":
         activations = ACTIVATION_FACTOR * activation_bytes(height, width, last)
-    else:  # bf16 activations, plus the float32 copies of the used ones that the losses read
-        activations = ACTIVATION_FACTOR * activation_bytes(height, width, last, bytes_per_value=2) + activation_bytes(height, width, last, only=layers)
+    else:  # bf16 activations, plus a float32 copy of a used one at a time (a Gram matrix's input)
+        widest = max(activation_bytes(height, width, last, only=[name]) for name in layers)
+        activations = ACTIVATION_FACTOR * activation_bytes(height, width, last, bytes_per_value=2) + widest
     return int(BASE_BYTES + activations + optimiser)
 
 
@@ -60,14 +63,27 @@ def target_device(accelerator: str) -> torch.device:
     return torch.device("cpu")
 
 
+def resident_bytes() -> int:
+    """This process's resident memory now (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # pragma: no cover - not Linux
+        return 0
+
+
 def available_bytes(accelerator: str) -> tuple[int, str]:
+    """Memory this process's run may reach. On the CPU that is what the system has available
+    plus what the process already holds, since the estimate is of its whole peak (BASE_BYTES
+    included): counting Python and torch, already loaded, against the rest refused sizes
+    that fit."""
     if target_device(accelerator).type == "cuda" and torch.cuda.is_available():
         free, _ = torch.cuda.mem_get_info()
         return int(free), "free GPU memory"
     with open("/proc/meminfo", encoding="ascii") as meminfo:
         for line in meminfo:
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024, "available memory"
+                return int(line.split()[1]) * 1024 + resident_bytes(), "available memory"
     return 2**62, "memory"  # pragma: no cover - not Linux
 
 

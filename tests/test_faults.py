@@ -183,3 +183,17 @@ def test_unwritable_output_folder_is_one_line_and_exit_2(tmp_path, key):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert f"error: {key}=" in result.stderr and "cannot create the output folder" in result.stderr
+
+
+def test_memory_check_counts_what_the_process_already_holds():
+    """The estimate is of a run's whole peak RSS (Python and torch included), so a run may
+    reach what the system has available plus what the process holds already."""
+    from src.resources import available_bytes, resident_bytes
+
+    held = resident_bytes()
+    assert held > 100 * 2**20  # torch is loaded
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        system = next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    have, what = available_bytes("cpu")
+    assert what == "available memory"
+    assert abs(have - (system + held)) < 256 * 2**20
