@@ -91,9 +91,10 @@ class VGG19Features(nn.Module):
         if compute_dtype not in COMPUTE_DTYPES:
             raise UserError(f"compute_dtype={compute_dtype!r}: must be one of {', '.join(COMPUTE_DTYPES)}")
         # bfloat16: weights and activations in bf16 inside the network (about 2x faster on CPUs
-        # with AVX512-BF16 or AMX, and on GPUs); every activation handed out is float32, so Gram
-        # matrices and losses keep full precision (bf16 through the loss makes L-BFGS converge
-        # to a worse image). channels_last: the layout oneDNN and cuDNN convolve fastest
+        # with AVX512-BF16 or AMX, and on GPUs); activations are handed out as float32 (or as
+        # bf16 to losses that upcast themselves), so Gram matrices and losses keep full
+        # precision (bf16 through the loss makes L-BFGS converge to a worse image).
+        # channels_last: the layout oneDNN and cuDNN convolve fastest
         # (10-15 % less time per step on this CPU, fp32 and bf16 alike).
         self.compute_dtype = getattr(torch, compute_dtype)
         self.channels_last = channels_last
