@@ -198,6 +198,7 @@ def time_to_quality(size: int, pastiche_steps: int, modes: dict[str, list[str]],
                                              content_w, style_w, pastiche_steps)
         their_loss = judge(theirs)
         print(f"  pastiche {pastiche_steps} L-BFGS steps: {their_seconds:6.1f} s, J = {their_loss:.4g}", flush=True)
+
         def our_run(label: str, overrides: list[str], steps: int, clock: StepClock) -> None:
             quietly(stylize, compose_config(f"size={size}", *overrides, f"steps={steps}",
                                             f"content.path={content_png}", f"style.path={style_png}"),
