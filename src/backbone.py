@@ -253,7 +253,7 @@ def deepest_layer(layers: Iterable[str]) -> str:
 def has_fast_bfloat16(device: torch.device) -> bool:
     """Whether bf16 convolutions run natively (not emulated, which is slower than fp32)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
         return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return False

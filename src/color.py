@@ -13,6 +13,8 @@ Images are (1, 3, H, W) RGB tensors in [0, 1].
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 COLOR_MODES = ("none", "luminance", "match")
@@ -25,10 +27,18 @@ RGB_TO_YIQ = torch.tensor(
     dtype=torch.float64,
 )
 YIQ_TO_RGB = torch.linalg.inv(RGB_TO_YIQ)
+LUMA_WEIGHTS = RGB_TO_YIQ[0].view(1, 3, 1, 1)
+
+
+@functools.cache
+def _placed(constant: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A constant on the image's device and dtype, copied there once: a copy to a GPU at every
+    step would make the CPU wait for it."""
+    return constant.to(device=device, dtype=dtype)
 
 
 def _apply(matrix: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("ij,bjhw->bihw", matrix.to(image.dtype).to(image.device), image)
+    return torch.einsum("ij,bjhw->bihw", _placed(matrix, image.dtype, image.device), image)
 
 
 def rgb_to_yiq(image: torch.Tensor) -> torch.Tensor:
@@ -41,8 +51,7 @@ def yiq_to_rgb(image: torch.Tensor) -> torch.Tensor:
 
 def luminance(image: torch.Tensor) -> torch.Tensor:
     """Y of YIQ, (B, 1, H, W)."""
-    weights = RGB_TO_YIQ[0].to(image.dtype).to(image.device).view(1, 3, 1, 1)
-    return (image * weights).sum(1, keepdim=True)
+    return (image * _placed(LUMA_WEIGHTS, image.dtype, image.device)).sum(1, keepdim=True)
 
 
 def grey(image: torch.Tensor) -> torch.Tensor:

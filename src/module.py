@@ -36,6 +36,17 @@ class Style:
     name: str = "style"
 
 
+def map_tensors(fn: Callable[[torch.Tensor], torch.Tensor], tree: object) -> object:
+    """`fn` applied to every tensor in nested dicts and lists."""
+    if isinstance(tree, torch.Tensor):
+        return fn(tree)
+    if isinstance(tree, dict):
+        return {key: map_tensors(fn, value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [map_tensors(fn, value) for value in tree]
+    return tree
+
+
 class StyleTransfer(pl.LightningModule):
     """Gatys et al. (2015): minimise alpha*J_content + beta*J_style + tv_weight*J_tv over pixels.
 
@@ -108,6 +119,16 @@ class StyleTransfer(pl.LightningModule):
         self.last_good_step = 0
         # Checkpoints hold the image and optimiser state, not the frozen backbone.
         self.strict_loading = False
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "StyleTransfer":
+        # Lightning moves the module to the GPU for a fit and back to the CPU at its end. The
+        # targets are nested plain attributes, not buffers: move them with it.
+        super()._apply(fn, recurse)
+        for name in ("content_targets", "style_target_sets", "layer_masks", "style_masks", "last_good_image"):
+            setattr(self, name, map_tensors(fn, getattr(self, name)))
+        if self.style_target_sets:
+            self.style_targets = {name: target["gram"] for name, target in self.style_target_sets[0].items()}
+        return self
 
     # -- objective -------------------------------------------------------------------------
 

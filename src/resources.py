@@ -78,6 +78,7 @@ def available_bytes(accelerator: str) -> tuple[int, str]:
     included): counting Python and torch, already loaded, against the rest refused sizes
     that fit."""
     if target_device(accelerator).type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()  # blocks torch holds from an earlier run (a pyramid's coarser level) are free
         free, _ = torch.cuda.mem_get_info()
         return int(free), "free GPU memory"
     with open("/proc/meminfo", encoding="ascii") as meminfo:

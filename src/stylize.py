@@ -162,23 +162,39 @@ def make_init_image(cfg: DictConfig, content: torch.Tensor, style: torch.Tensor)
     return load_tensor(resolve_input_path(cfg.init.path), size=(width, height), role="init")
 
 
-def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
-    logger = instantiate(cfg.logger, save_dir=str(output_dir)) if cfg.logger.get("_target_") else False
-    return pl.Trainer(
+def trainer_settings(cfg: DictConfig, steps: int, output_dir: Path) -> dict[str, Any]:
+    """What every Trainer of a run shares: `steps` steps on one device, nothing else."""
+    on_cuda = target_device(cfg.device.accelerator).type == "cuda"
+    return dict(
         accelerator=cfg.device.accelerator,
         devices=1,
         precision=cfg.device.precision,
         max_epochs=-1,  # until max_steps, also when resuming a stopped epoch
-        max_steps=cfg.steps,
-        logger=logger,
-        callbacks=callbacks,
-        log_every_n_steps=1,
+        max_steps=steps,
         enable_checkpointing=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=str(output_dir),
-        deterministic=cfg.device.accelerator == "cpu",
+        deterministic=not on_cuda,  # bit-for-bit on the CPU (tested); free on the GPU
+        benchmark=on_cuda,  # the image's size is fixed: let cuDNN pick its fastest convolutions
     )
+
+
+def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
+    logger = instantiate(cfg.logger, save_dir=str(output_dir)) if cfg.logger.get("_target_") else False
+    return pl.Trainer(**trainer_settings(cfg, cfg.steps, output_dir), logger=logger, callbacks=callbacks, log_every_n_steps=1)
+
+
+def fit(trainer: pl.Trainer, module: StyleTransfer, steps: int, resume_from: Path | None = None) -> None:
+    """trainer.fit, leaving the module on the run's device: Lightning's teardown moves it to
+    the CPU, also after an error, where the final evaluation would be slow on a big image."""
+    try:
+        trainer.fit(module, train_dataloaders=steps_loader(steps), ckpt_path=resume_from)
+    except torch.OutOfMemoryError as error:  # the GPU's: the estimate (src/resources.py) let it start
+        height, width = module.image.shape[-2:]
+        raise UserError(f"a {width}x{height} px run ran out of GPU memory; choose a smaller size") from error
+    finally:
+        module.to(trainer.strategy.root_device)
 
 
 @dataclass
@@ -363,7 +379,7 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
     try:
         started = time.perf_counter()
         try:
-            trainer.fit(module, train_dataloaders=steps_loader(cfg.steps), ckpt_path=resume_from)
+            fit(trainer, module, cfg.steps, resume_from)
         except FloatingPointError as error:
             keep_last_good(module, trainer, output_dir, time.perf_counter() - started, str(error))
             raise RunStopped(f"{error}: saved {output_dir / 'last_good.png'} and metrics.json", exit_code=3) from error
@@ -475,15 +491,10 @@ def coarse_to_fine(cfg: DictConfig, plan: list[tuple[int, int]], output_dir: Pat
 def run_level(cfg: DictConfig, module: StyleTransfer, steps: int, output_dir: Path, name: str) -> tuple[torch.Tensor, dict[str, Any]]:
     """One coarse level: optimise `steps` steps without loggers or checkpoints; return its result."""
     stop = StopOnSignal()
-    trainer = pl.Trainer(
-        accelerator=cfg.device.accelerator, devices=1, precision=cfg.device.precision,
-        max_epochs=-1, max_steps=steps, logger=False, callbacks=[stop], enable_checkpointing=False,
-        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(output_dir),
-        deterministic=cfg.device.accelerator == "cpu",
-    )
+    trainer = pl.Trainer(**trainer_settings(cfg, steps, output_dir), logger=False, callbacks=[stop])
     started = time.perf_counter()
     try:
-        trainer.fit(module, train_dataloaders=steps_loader(steps))
+        fit(trainer, module, steps)
     except FloatingPointError as error:
         keep_last_good(module, trainer, output_dir, time.perf_counter() - started, f"{name}: {error}")
         raise RunStopped(f"{name}: {error}: saved {output_dir / 'last_good.png'} and metrics.json", exit_code=3) from error

@@ -1,0 +1,87 @@
+"""What a GPU run relies on, checked on the CPU: no GPU is lent to CI or to these sessions.
+
+Lightning moves the module to the GPU for a fit and back to the CPU when it ends; a run must
+keep every tensor it uses on one device, stay on the GPU for its final evaluation, and turn
+the GPU's own failures into one-line errors."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from src.backbone import has_fast_bfloat16
+from src.errors import UserError
+from src.module import StyleTransfer
+from src.stylize import build_module, fit, stylize, trainer_settings
+from test_speed import config
+
+
+def tensors(tree: object) -> list[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, dict):
+        return [t for value in tree.values() for t in tensors(value)]
+    if isinstance(tree, list):
+        return [t for value in tree for t in tensors(value)]
+    return []
+
+
+def test_targets_move_with_the_module():
+    # Two styles, one masked: content targets, both styles' statistics, the layer masks.
+    module = build_module(config("size=48", "style.mask=left", "style.blend=[{path:shipwreck,mask:right}]"))
+    module.compute_targets()
+    held = [module.content_targets, module.style_target_sets, module.style_targets, module.layer_masks,
+            module.style_masks, module.last_good_image]
+    assert len(tensors(held)) > 20
+    module.to("meta")  # a device other than the CPU that needs no hardware
+    moved = [module.content_targets, module.style_target_sets, module.style_targets, module.layer_masks,
+             module.style_masks, module.last_good_image, module.image]
+    assert {t.device.type for t in tensors(moved)} == {"meta"}
+    assert module.style_targets["relu1_1"] is module.style_target_sets[0]["relu1_1"]["gram"]
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_fit_leaves_the_module_on_the_run_device(fails):
+    # Lightning's teardown moves the module to the CPU, also after an error; the run's
+    # final evaluation (or its last_good.png after a NaN) must happen on the run's device.
+    module = torch.nn.Linear(2, 2)
+
+    def fake_fit(module, **kwargs):
+        module.cpu()
+        if fails:
+            raise FloatingPointError("nan")
+
+    trainer = SimpleNamespace(fit=fake_fit, strategy=SimpleNamespace(root_device=torch.device("meta")))
+    if fails:
+        with pytest.raises(FloatingPointError):
+            fit(trainer, module, steps=1)
+    else:
+        fit(trainer, module, steps=1)
+    assert module.weight.device.type == "meta"
+
+
+def test_running_out_of_gpu_memory_is_a_one_line_error(tmp_path, monkeypatch):
+    def out_of_memory(self, *args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(StyleTransfer, "training_step", out_of_memory)
+    with pytest.raises(UserError, match=r"a 48x36 px run ran out of GPU memory; choose a smaller size"):
+        stylize(config("size=48", "steps=2"), tmp_path)
+
+
+def test_trainer_settings_per_device(tmp_path, monkeypatch):
+    cpu = trainer_settings(config("device=auto"), 5, tmp_path)
+    assert (cpu["deterministic"], cpu["benchmark"], cpu["max_steps"]) == (True, False, 5)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    gpu = trainer_settings(config("device=auto"), 5, tmp_path)
+    assert (gpu["deterministic"], gpu["benchmark"]) == (False, True)
+
+
+def test_gpu_bfloat16_must_be_native(monkeypatch):
+    # Pre-Ampere GPUs emulate bf16, slower than float32: `auto` must not pick it there.
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
+    assert not has_fast_bfloat16(torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert has_fast_bfloat16(torch.device("cuda"))
