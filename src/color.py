@@ -97,7 +97,7 @@ def match_color(style: torch.Tensor, content: torch.Tensor, clamp: bool = True) 
     style_mean, style_cov = color_stats(style)
     content_mean, content_cov = color_stats(content)
     # A tiny ridge keeps a flat (e.g. greyscale) style from amplifying noise without bound.
-    ridge = 1e-8 * torch.eye(3, dtype=torch.float64)
+    ridge = 1e-8 * torch.eye(3, dtype=torch.float64, device=style.device)
     transform = _sqrtm(content_cov) @ _sqrtm(style_cov + ridge, inverse=True)
     pixels = style.double().reshape(style.shape[0], 3, -1)
     recoloured = torch.einsum("ij,bjp->bip", transform, pixels - style_mean.view(1, 3, 1)) + content_mean.view(1, 3, 1)

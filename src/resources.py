@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -57,10 +58,15 @@ def estimated_peak_bytes(height: int, width: int, layers: list[str], history_siz
 
 
 def target_device(accelerator: str) -> torch.device:
-    """The device Lightning will pick for `device.accelerator`."""
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+    """The device of a run with `device.accelerator`: auto = a CUDA GPU if there is one, else
+    the CPU (not Apple's MPS, which lacks the float64 that some controls use)."""
+    if accelerator in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"device.accelerator={accelerator}: no CUDA GPU is available here; use device=cpu or device=auto")
         return torch.device("cuda")
-    return torch.device("cpu")
+    if accelerator not in ("auto", "cpu"):
+        raise UserError(f"device.accelerator={accelerator!r}: must be one of auto, cpu, gpu")
+    return torch.device("cuda" if accelerator == "auto" and torch.cuda.is_available() else "cpu")
 
 
 def resident_bytes() -> int:
@@ -77,14 +83,20 @@ def available_bytes(accelerator: str) -> tuple[int, str]:
     plus what the process already holds, since the estimate is of its whole peak (BASE_BYTES
     included): counting Python and torch, already loaded, against the rest refused sizes
     that fit."""
-    if target_device(accelerator).type == "cuda" and torch.cuda.is_available():
-        torch.cuda.empty_cache()  # blocks torch holds from an earlier run (a pyramid's coarser level) are free
+    if target_device(accelerator).type == "cuda":
+        # An earlier run's module (a pyramid's coarser level, a sweep's last job) may still be
+        # on the GPU until collected; then torch's cache of freed blocks is free too.
+        gc.collect()
+        torch.cuda.empty_cache()
         free, _ = torch.cuda.mem_get_info()
         return int(free), "free GPU memory"
-    with open("/proc/meminfo", encoding="ascii") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024 + resident_bytes(), "available memory"
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 + resident_bytes(), "available memory"
+    except OSError:  # pragma: no cover - not Linux: no check
+        pass
     return 2**62, "memory"  # pragma: no cover - not Linux
 
 

@@ -27,7 +27,8 @@ def main(cfg: DictConfig) -> dict:
         return run_sweep_job(stylize, cfg, hydra_cfg.runtime.output_dir)
     try:
         if cfg.resume:
-            return stylize(*resumed_run(cfg.resume))
+            names_device = any(o.lstrip("+~").startswith("device") for o in hydra_cfg.overrides.task)
+            return stylize(*resumed_run(cfg.resume, cfg.device if names_device else None))
         return stylize(cfg, hydra_cfg.runtime.output_dir)
     except (UserError, RunStopped, Interrupted) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -41,8 +42,9 @@ def main(cfg: DictConfig) -> dict:
         sys.exit(2)
 
 
-def resumed_run(run_dir: str) -> tuple[DictConfig, Path]:
-    """The config and folder of an interrupted run, to continue it to its requested steps."""
+def resumed_run(run_dir: str, device: DictConfig | None = None) -> tuple[DictConfig, Path]:
+    """The config and folder of an interrupted run, to continue it to its requested steps;
+    on `device` if given (the command named one: a GPU run continued on a CPU, say)."""
     folder = resolve_input_path(run_dir)
     saved = folder / ".hydra" / "config.yaml"
     if not saved.is_file():
@@ -51,6 +53,8 @@ def resumed_run(run_dir: str) -> tuple[DictConfig, Path]:
         raise UserError(f"resume={run_dir}: {folder} has no checkpoint to continue from ({checkpoint_path(folder)})")
     cfg = OmegaConf.load(saved)
     cfg.resume = None
+    if device is not None:
+        cfg.device = device
     return cfg, folder
 
 

@@ -69,8 +69,7 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"backbone.pooling={cfg.backbone.pooling!r}: must be one of max, avg")
     if cfg.backbone.weights not in ("caffe", "torchvision"):
         raise UserError(f"backbone.weights={cfg.backbone.weights!r}: must be one of caffe, torchvision")
-    if cfg.device.accelerator not in ("cpu", "gpu", "cuda", "auto"):
-        raise UserError(f"device.accelerator={cfg.device.accelerator!r}: must be one of cpu, gpu, auto")
+    target_device(cfg.device.accelerator)  # a known device, and a GPU only where there is one
     resolve_compute_dtype(cfg.device.compute_dtype, torch.device("cpu"))  # names the key if it is wrong
     for key in ("alpha", "beta", "tv_weight"):
         value = cfg[key]
@@ -164,9 +163,10 @@ def make_init_image(cfg: DictConfig, content: torch.Tensor, style: torch.Tensor)
 
 def trainer_settings(cfg: DictConfig, steps: int, output_dir: Path) -> dict[str, Any]:
     """What every Trainer of a run shares: `steps` steps on one device, nothing else."""
-    on_cuda = target_device(cfg.device.accelerator).type == "cuda"
+    device = target_device(cfg.device.accelerator)
+    on_cuda = device.type == "cuda"
     return dict(
-        accelerator=cfg.device.accelerator,
+        accelerator=device.type,  # what `auto` means here, which Lightning's would not (it picks MPS first)
         devices=1,
         precision=cfg.device.precision,
         max_epochs=-1,  # until max_steps, also when resuming a stopped epoch
@@ -191,10 +191,12 @@ def fit(trainer: pl.Trainer, module: StyleTransfer, steps: int, resume_from: Pat
     try:
         trainer.fit(module, train_dataloaders=steps_loader(steps), ckpt_path=resume_from)
     except torch.OutOfMemoryError as error:  # the GPU's: the estimate (src/resources.py) let it start
-        height, width = module.image.shape[-2:]
+        height, width = module.image.shape[-2:]  # (the module is not used again: left on the CPU)
         raise UserError(f"a {width}x{height} px run ran out of GPU memory; choose a smaller size") from error
-    finally:
-        module.to(trainer.strategy.root_device)
+    except BaseException:
+        module.to(trainer.strategy.root_device)  # a NaN's last_good.png is evaluated next
+        raise
+    module.to(trainer.strategy.root_device)
 
 
 @dataclass

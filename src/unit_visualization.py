@@ -26,6 +26,7 @@ from src.errors import UserError
 from src.images import load_image, resize, save_image, to_pil
 from src.paths import ASSETS_DIR, resolve_input_path
 from src.receptive_field import backbone_receptive_fields
+from src.resources import target_device
 from src.unit_grid import crop_patch, layer_grid, side_by_side
 from src.unit_search import (
     LayerTopK, ScaledImages, SearchResult, auto_scales, check_scales, find_images, layer_channels, search_units,
@@ -141,18 +142,6 @@ def image_folder(cfg: DictConfig) -> tuple[Path, list[Path]]:
     return folder, files
 
 
-def torch_device(accelerator: str) -> torch.device:
-    if accelerator in ("gpu", "cuda"):
-        if not torch.cuda.is_available():
-            raise UserError("device=gpu but no CUDA GPU is available; use device=cpu or device=auto")
-        return torch.device("cuda")
-    if accelerator == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if accelerator == "cpu":
-        return torch.device("cpu")
-    raise UserError(f"device.accelerator={accelerator!r}: must be auto, cpu or gpu")
-
-
 # -- results ------------------------------------------------------------------------------------
 
 
@@ -235,7 +224,7 @@ def visualize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         scales = auto_scales(len(files))
     else:
         scales = check_scales(list(cfg.data.scales) if isinstance(cfg.data.scales, ListConfig) else [cfg.data.scales])
-    device = torch_device(cfg.device.accelerator)
+    device = target_device(cfg.device.accelerator)
     backbone = build_backbone(
         weights=cfg.backbone.weights,
         pooling=cfg.backbone.pooling,

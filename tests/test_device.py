@@ -10,10 +10,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from conftest import run_cli
 from src.backbone import has_fast_bfloat16
 from src.errors import UserError
 from src.module import StyleTransfer
+from src.run import resumed_run
 from src.stylize import build_module, fit, stylize, trainer_settings
 from test_speed import config
 
@@ -85,3 +88,23 @@ def test_gpu_bfloat16_must_be_native(monkeypatch):
     assert not has_fast_bfloat16(torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert has_fast_bfloat16(torch.device("cuda"))
+
+
+def test_a_gpu_without_cuda_is_a_one_line_error(tmp_path):
+    result = run_cli("device=gpu", "size=40", "steps=1", "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: device.accelerator=gpu: no CUDA GPU is available here; "
+                                     "use device=cpu or device=auto")
+
+
+def test_a_resume_may_name_another_device(tmp_path):
+    # A run stopped on a GPU machine continues on a CPU: `resume=DIR device=cpu`.
+    (tmp_path / ".hydra").mkdir()
+    saved = config("size=40", "device=gpu")
+    OmegaConf.save(saved, tmp_path / ".hydra" / "config.yaml")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    kept, folder = resumed_run(str(tmp_path))
+    assert (kept.device.accelerator, folder) == ("gpu", tmp_path)
+    moved, _ = resumed_run(str(tmp_path), config("device=cpu").device)
+    assert moved.device.accelerator == "cpu" and moved.size == 40
