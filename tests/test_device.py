@@ -31,17 +31,18 @@ def tensors(tree: object) -> list[torch.Tensor]:
     return []
 
 
-def test_targets_move_with_the_module():
-    # Two styles, one masked: content targets, both styles' statistics, the layer masks.
-    module = build_module(config("size=48", "style.mask=left", "style.blend=[{path:shipwreck,mask:right}]"))
+def test_every_tensor_moves_with_the_module():
+    # Two styles, one masked (content targets, both styles' statistics, layer masks), and the
+    # moving average: every tensor the module holds, in any attribute, must follow it.
+    module = build_module(config("size=48", "ema=0.5", "style.mask=left", "style.blend=[{path:shipwreck,mask:right}]"))
     module.compute_targets()
-    held = [module.content_targets, module.style_target_sets, module.style_targets, module.layer_masks,
-            module.style_masks, module.last_good_image]
-    assert len(tensors(held)) > 20
+    held = {name: tensors(value) for name, value in vars(module).items() if not name.startswith("_")}
+    assert sum(map(len, held.values())) > 20
     module.to("meta")  # a device other than the CPU that needs no hardware
-    moved = [module.content_targets, module.style_target_sets, module.style_targets, module.layer_masks,
-             module.style_masks, module.last_good_image, module.image]
-    assert {t.device.type for t in tensors(moved)} == {"meta"}
+    left_behind = {name for name, value in vars(module).items()
+                   if not name.startswith("_") and any(t.device.type != "meta" for t in tensors(value))}
+    assert not left_behind
+    assert module.image.device.type == module.backbone.layers.conv1_1.weight.device.type == "meta"
     assert module.style_targets["relu1_1"] is module.style_target_sets[0]["relu1_1"]["gram"]
 
 
