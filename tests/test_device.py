@@ -76,6 +76,7 @@ def test_running_out_of_gpu_memory_is_a_one_line_error(tmp_path, monkeypatch):
 
 
 def test_trainer_settings_per_device(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cpu = trainer_settings(config("device=auto"), 5, tmp_path)
     assert (cpu["deterministic"], cpu["benchmark"], cpu["max_steps"]) == (True, False, 5)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -91,6 +92,7 @@ def test_gpu_bfloat16_must_be_native(monkeypatch):
     assert has_fast_bfloat16(torch.device("cuda"))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="there is a GPU here")
 def test_a_gpu_without_cuda_is_a_one_line_error(tmp_path):
     result = run_cli("device=gpu", "size=40", "steps=1", "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2
