@@ -1,8 +1,8 @@
 """Logger factories for the `logger` config group, and what every run hands to its loggers.
 
-Scalars (every loss component, every step) reach the loggers through the module's
-`self.log_dict`; images, the resolved config and the run summary go through the helpers
-here, so that W&B and TensorBoard show the same things.
+Scalars (every loss component, every step) reach the loggers through
+src.callbacks.LossHistory; images, the resolved config and the run summary go through the
+helpers here, so that W&B and TensorBoard show the same things.
 """
 
 from __future__ import annotations

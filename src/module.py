@@ -113,6 +113,7 @@ class StyleTransfer(pl.LightningModule):
         else:
             self.ema_image = None
         self.initial_losses: dict[str, float] = {}
+        self.step_terms: dict[str, torch.Tensor] = {}  # the last training step's loss terms
         self.loss_scale = 1.0
         # The last image whose loss was finite, kept so a NaN loses nothing.
         self.last_good_image = self.image.detach().clone()
@@ -124,7 +125,7 @@ class StyleTransfer(pl.LightningModule):
         # Lightning moves the module to the GPU for a fit and back to the CPU at its end. The
         # targets are nested plain attributes, not buffers: move them with it.
         super()._apply(fn, recurse)
-        for name in ("content_targets", "style_target_sets", "layer_masks", "style_masks", "last_good_image"):
+        for name in ("content_targets", "style_target_sets", "layer_masks", "style_masks", "last_good_image", "step_terms"):
             setattr(self, name, map_tensors(fn, getattr(self, name)))
         if self.style_target_sets:
             self.style_targets = {name: target["gram"] for name, target in self.style_target_sets[0].items()}
@@ -226,10 +227,8 @@ class StyleTransfer(pl.LightningModule):
         terms = self.losses(self.image)
         if not self.initial_losses:  # the first step sees the initial image: no forward of its own
             self.initial_losses = {key: value.item() for key, value in terms.items()}
-        main = {k: terms[k] for k in ("loss/total", "loss/content", "loss/style", "loss/tv")}
-        self.log_dict(main, prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
-        detail = {k: v for k, v in terms.items() if k.startswith(("loss/style/", "loss/blend/"))}
-        self.log_dict(detail, prog_bar=False, on_step=True, on_epoch=False, batch_size=1)
+        # Logged by src.callbacks.LossHistory, after the step: not through self.log, slow per key.
+        self.step_terms = {key: value.detach() for key, value in terms.items()}
         loss = terms["loss/total"]
         if not torch.isfinite(loss):
             raise FloatingPointError(

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from src.backbone import VGG19Features, build_backbone, check_layer_names, deepest_layer, resolve_compute_dtype
-from src.callbacks import log_final, run_callbacks
+from src.callbacks import log_final, loss_callbacks, run_callbacks
 from src.errors import Interrupted, RunStopped, UserError
 from src.faults import Checkpointer, StopOnSignal, checkpoint_path, save_checkpoint
 from src.images import MIN_SIZE, load_image, load_tensor, resize, save_image, size_for_long_side, to_tensor
@@ -493,7 +493,7 @@ def coarse_to_fine(cfg: DictConfig, plan: list[tuple[int, int]], output_dir: Pat
 def run_level(cfg: DictConfig, module: StyleTransfer, steps: int, output_dir: Path, name: str) -> tuple[torch.Tensor, dict[str, Any]]:
     """One coarse level: optimise `steps` steps without loggers or checkpoints; return its result."""
     stop = StopOnSignal()
-    trainer = pl.Trainer(**trainer_settings(cfg, steps, output_dir), logger=False, callbacks=[stop])
+    trainer = pl.Trainer(**trainer_settings(cfg, steps, output_dir), logger=False, callbacks=[stop, *loss_callbacks()])
     started = time.perf_counter()
     try:
         fit(trainer, module, steps)

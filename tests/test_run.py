@@ -36,6 +36,11 @@ def test_default_command_writes_all_outputs_and_loss_falls(tmp_path):
     for key in ("loss/total", "loss/content", "loss/style", "loss/tv", "loss/style/relu1_1", "loss/style/relu5_1"):
         assert key in header
     assert len(csv_lines) == 1 + 30
+    rows = [dict(zip(header, line.split(","))) for line in csv_lines[1:]]
+    assert [int(row["step"]) for row in rows] == list(range(30))
+    assert float(rows[0]["loss/total"]) == pytest.approx(metrics["initial"]["total"], rel=1e-6)
+    # the progress bar shows the main terms of each step
+    assert "loss/total=" in result.stdout and "loss/style=" in result.stdout
 
 
 def test_same_command_twice_gives_identical_image(tmp_path):
