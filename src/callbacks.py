@@ -72,11 +72,9 @@ class LossHistory(pl.Callback):
         self.latest: dict[str, float] = {}
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: object) -> None:
-        terms = getattr(module, "step_terms", None)
-        if not terms:
-            return
+        terms = module.step_terms
         step = trainer.global_step - 1
-        self.latest = dict(zip(terms, torch.stack([t.float() for t in terms.values()]).tolist()))
+        self.latest = dict(zip(terms, torch.stack(list(terms.values())).tolist()))
         for key, value in self.latest.items():
             self.add(key, step, value)
         for logger in trainer.loggers:
