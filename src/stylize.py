@@ -14,7 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytorch_lightning as pl
 import torch
@@ -287,13 +287,14 @@ def build_module(
     inputs: Inputs | None = None,
     backbone: VGG19Features | None = None,
     coarse: torch.Tensor | None = None,
+    module_class: Callable[..., StyleTransfer] = StyleTransfer,
 ) -> StyleTransfer:
     """Images -> backbone -> module. Inputs are read and sizes checked before any model loads.
 
     `size` (a pyramid level's long side; default cfg.size) and `coarse` (the previous level's
     result, upsampled to start this level) serve the coarse-to-fine loop; `inputs` and
     `backbone` let it read the files and load the weights once. `init` replaces the start
-    image altogether.
+    image altogether. `module_class` builds a subclass instead (a video frame's, src/video).
     """
     size = size or cfg.size
     inputs = inputs or load_inputs(cfg)
@@ -329,7 +330,7 @@ def build_module(
     if len(styles) > 1 or any(style.mask is not None for style in inputs.styles):
         blend = [Style(image, style.weight, None if style.mask is None else mask_tensor(style.mask, height, width), style.name)
                  for image, style in zip(styles, inputs.styles)]
-    return StyleTransfer(
+    return module_class(
         backbone=backbone,
         content_image=content,
         style_image=styles[0],
