@@ -32,7 +32,7 @@ class VideoConfig:
     end: float | None = None  # seconds; null: the clip's end
     max_frames: int | None = None  # null: every frame of the range
     fps: float | None = None  # null: the source's frame rate; else resample to this rate
-    temporal_weight: float = 2.0  # weight of the masked squared difference to the warped previous frame(s)
+    temporal_weight: float = 1.0e5  # weight of the masked squared difference to the warped previous frame(s)
     long_term: list[int] = field(default_factory=list)  # more previous frames tied in, e.g. [2, 4]
     first_steps: int = 150  # optimiser steps of the first frame (the others take `steps`)
     init: str = "warped"  # warped: from the previous stylised frame; fresh: every frame from `init`
