@@ -69,6 +69,8 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     """Check that `path` is a video with at least one decodable frame and describe it."""
     path = Path(path)
     with _open(path) as container:
+        if not container.streams:
+            raise UserError(f"{path} holds no streams (an empty, zero-length clip)")
         if not container.streams.video:
             kinds = ", ".join(sorted({s.type for s in container.streams})) or "no streams"
             raise UserError(f"{path} has no video stream ({kinds})")
@@ -137,7 +139,8 @@ def read_frames(info: VideoInfo, start: float, end: float, max_frames: int | Non
                     count += 1
             previous = (time, frame)
         if fps is not None and previous is not None:
-            for output in _resampled(previous, previous[0] + source_step / 2, start, end, fps, count, limit):
+            # The last frame shows until the end of the range.
+            for output in _resampled(previous, float("inf"), start, end, fps, count, limit):
                 yield output
                 count += 1
 
