@@ -13,8 +13,8 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
-import cv2
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,18 +25,13 @@ from src.video.flow import FlowSettings, grey, optical_flow, reliability, warpin
 from src.video.runner import frame_path, open_clip, stylised_array
 
 
-def farneback(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    return cv2.calcOpticalFlowFarneback(source, target, None, 0.5, 3, 9, 3, 5, 1.1, 0)
-
-
-def evaluate(run_dir: Path, flow: str = "farneback") -> dict[str, float]:
+def evaluate(run_dir: Path, flow: str = "farneback") -> dict[str, Any]:
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         raise UserError(f"{run_dir} is not a run folder (no .hydra/config.yaml)")
     cfg = OmegaConf.load(saved)
     assert isinstance(cfg, DictConfig)
     clip = open_clip(cfg)
-    compute = farneback if flow == "farneback" else optical_flow
     stylised_errors, content_errors = [], []
     previous: tuple[np.ndarray, np.ndarray] | None = None
     for frame in clip.frames():
@@ -45,8 +40,8 @@ def evaluate(run_dir: Path, flow: str = "farneback") -> dict[str, float]:
         content = np.asarray(resize(frame.image, clip.size), dtype=np.uint8)
         current = (content, stylised_array(run_dir, frame.index))
         if previous is not None:
-            backward = compute(grey(content), grey(previous[0]))
-            forward = compute(grey(previous[0]), grey(content))
+            backward = optical_flow(grey(content), grey(previous[0]), method=flow)
+            forward = optical_flow(grey(previous[0]), grey(content), method=flow)
             mask = reliability(backward, forward, FlowSettings())
             stylised_errors.append(warping_error(current[1], previous[1], backward, mask))
             content_errors.append(warping_error(content / 255.0, previous[0] / 255.0, backward, mask))

@@ -30,8 +30,12 @@ PRESETS = {
 }
 
 
+METHODS = ("dis", "farneback")
+
+
 @dataclass(frozen=True)
 class FlowSettings:
+    method: str = "dis"
     preset: str = "medium"
     consistency: float = 0.01
     consistency_offset: float = 0.5  # px^2
@@ -44,8 +48,11 @@ def grey(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
 
 
-def optical_flow(source: np.ndarray, target: np.ndarray, preset: str = "medium") -> np.ndarray:
-    """(H, W, 2) float32 flow from `source` to `target` (greyscale uint8 images of one size)."""
+def optical_flow(source: np.ndarray, target: np.ndarray, preset: str = "medium", method: str = "dis") -> np.ndarray:
+    """(H, W, 2) float32 flow from `source` to `target` (greyscale uint8 images of one size):
+    DIS (fast; `preset`) or Farneback (slower, smoother)."""
+    if method == "farneback":
+        return cv2.calcOpticalFlowFarneback(source, target, None, 0.5, 3, 9, 3, 5, 1.1, 0)
     dis = cv2.DISOpticalFlow_create(PRESETS[preset])  # type: ignore[attr-defined]
     return dis.calc(source, target, None)
 
@@ -117,7 +124,7 @@ class FlowCache:
                 "selection": selection, "size": list(size), "settings": asdict(settings)}
 
     def pair(self, later: int, earlier: int, later_grey: np.ndarray, earlier_grey: np.ndarray,
-             preset: str) -> tuple[np.ndarray, np.ndarray]:
+             settings: FlowSettings) -> tuple[np.ndarray, np.ndarray]:
         """(backward later -> earlier, forward earlier -> later), from the cache or computed."""
         path = self.directory / f"flow_{later:05d}_{earlier:05d}.npz"
         if path.is_file():
@@ -129,8 +136,8 @@ class FlowCache:
                     return backward, forward
             except (OSError, ValueError, KeyError):
                 pass  # a broken file is computed again
-        backward = optical_flow(later_grey, earlier_grey, preset)
-        forward = optical_flow(earlier_grey, later_grey, preset)
+        backward = optical_flow(later_grey, earlier_grey, settings.preset, settings.method)
+        forward = optical_flow(earlier_grey, later_grey, settings.preset, settings.method)
         self.directory.mkdir(parents=True, exist_ok=True)
         key_file = self.directory / "key.json"
         if not key_file.is_file():

@@ -56,7 +56,17 @@ from src.stylize import (
     validate,
 )
 from src.video import io
-from src.video.flow import PRESETS, FlowCache, FlowSettings, exclusive_masks, grey, reliability, warp, warping_error
+from src.video.flow import (
+    METHODS,
+    PRESETS,
+    FlowCache,
+    FlowSettings,
+    exclusive_masks,
+    grey,
+    reliability,
+    warp,
+    warping_error,
+)
 from src.video.report import LOSS_PLOT, plot_over_frames, read_rows, summarise, write_rows
 from src.video.temporal import TemporalTarget, VideoFrameTransfer
 
@@ -88,6 +98,8 @@ def validate_video(cfg: DictConfig) -> None:
         raise UserError(f"video.first_steps={video.first_steps}: must be a positive integer")
     if video.init not in INITS:
         raise UserError(f"video.init={video.init!r}: must be one of {', '.join(INITS)}")
+    if video.flow.method not in METHODS:
+        raise UserError(f"video.flow.method={video.flow.method!r}: must be one of {', '.join(METHODS)}")
     if video.flow.preset not in PRESETS:
         raise UserError(f"video.flow.preset={video.flow.preset!r}: must be one of {', '.join(PRESETS)}")
     if not 0 <= video.crf <= 51:
@@ -218,7 +230,7 @@ def plan_frame(cfg: DictConfig, run_dir: Path, index: int, content: np.ndarray, 
     masks, warped, backward_1 = [], [], None
     for offset in offsets:
         backward, forward = cache.pair(index, index - offset, history.greys[index], history.greys[index - offset],
-                                       settings.preset)
+                                       settings)
         masks.append(reliability(backward, forward, settings))
         warped.append(warp(stylised_array(run_dir, index - offset), backward))
         if offset == 1:
@@ -247,7 +259,7 @@ def stylize_video(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     styles = load_styles(cfg)
     (run_dir / FRAMES_DIR).mkdir(parents=True, exist_ok=True)
     flow = cfg.video.flow
-    settings = FlowSettings(flow.preset, flow.consistency, flow.consistency_offset, flow.motion_boundary,
+    settings = FlowSettings(flow.method, flow.preset, flow.consistency, flow.consistency_offset, flow.motion_boundary,
                             flow.motion_boundary_offset)
     cache_root = resolve_input_path(cfg.video.flow.cache_dir) if cfg.video.flow.cache_dir else run_dir / "flow"
     cache = FlowCache(cache_root, FlowCache.key_for(clip.info.path, clip.selection(), clip.size, settings))

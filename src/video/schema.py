@@ -17,7 +17,8 @@ from src.schema import StyleTransferConfig
 class FlowConfig:
     """Optical flow (OpenCV DIS) and Ruder et al.'s reliability thresholds (src/video/flow.py)."""
 
-    preset: str = "medium"  # ultrafast | fast | medium
+    method: str = "dis"  # dis (OpenCV DIS) | farneback (OpenCV Farneback)
+    preset: str = "medium"  # DIS: ultrafast | fast | medium
     consistency: float = 0.01  # forward-backward check: relative tolerance
     consistency_offset: float = 0.5  # ... and absolute tolerance, px^2
     motion_boundary: float = 0.01  # flow-gradient check: relative tolerance
