@@ -97,17 +97,18 @@ def test_warp_by_a_constant_flow_is_an_exact_shift():
     assert np.allclose(warped[2:, :-3], image[:-2, 3:])
 
 
-def test_dis_flow_recovers_a_known_shift_and_warping_undoes_it():
+@pytest.mark.parametrize("method", ["dis", "farneback"])
+def test_flow_recovers_a_known_shift_and_warping_undoes_it(method):
     big = texture(80, 100)
     earlier, later = big[10:74, 10:90], big[12:76, 7:87]  # later(p) = earlier(p + (-3, 2))
-    backward = optical_flow(grey(later), grey(earlier))
+    backward = optical_flow(grey(later), grey(earlier), method=method)
     inner = backward[8:-8, 8:-8]
     assert np.median(inner[..., 0]) == pytest.approx(-3, abs=0.15)
     assert np.median(inner[..., 1]) == pytest.approx(2, abs=0.15)
     warped = warp(earlier.astype(np.float32) / 255, backward)
     error = np.abs(warped - later / 255)[8:-8, 8:-8].mean()
     assert error < 0.2 * np.abs(earlier / 255 - later / 255)[8:-8, 8:-8].mean()
-    assert reliability(backward, optical_flow(grey(earlier), grey(later)))[8:-8, 8:-8].mean() > 0.95
+    assert reliability(backward, optical_flow(grey(earlier), grey(later), method=method))[8:-8, 8:-8].mean() > 0.95
 
 
 def test_reliability_marks_the_disoccluded_strip_and_nothing_far_away():
