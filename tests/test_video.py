@@ -185,10 +185,12 @@ def test_frames_of_a_range_and_resampled(tmp_path):
 def frame_module_parts():
     from hydra import compose, initialize_config_dir
 
-    import src.video.schema  # noqa: F401
-    from src.stylize import Inputs, build_module
+    from src.transfer.build import build_module
+    from src.transfer.inputs import Inputs
     from src.video.runner import load_styles
+    from src.video.schema import register_video_schema
 
+    register_video_schema()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("video", overrides=["size=32", "device=cpu", "video.path=unused.mp4"])
     content = Image.fromarray(texture(24, 32))
@@ -198,7 +200,7 @@ def frame_module_parts():
 
 
 def build_frame(parts, targets, weight, init=None):
-    from src.stylize import build_module
+    from src.transfer.build import build_module
 
     cfg, inputs, plain = parts
     return build_module(cfg, inputs=inputs, backbone=plain.backbone, init=init,
@@ -237,7 +239,7 @@ def test_temporal_term_is_the_masked_squared_difference(frame_module_parts):
 def test_temporal_weight_keeps_the_result_near_the_warped_frame(frame_module_parts, tmp_path):
     import pytorch_lightning as pl
 
-    from src.stylize import fit, trainer_settings
+    from src.transfer.trainer import fit, trainer_settings
 
     cfg, inputs, plain = frame_module_parts
     target = torch.rand_like(plain.image)  # a "previous frame" far from what the style alone gives

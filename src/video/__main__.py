@@ -2,40 +2,36 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-import src.paths  # noqa: F401  (registers ${asset:})
-import src.video.schema  # noqa: F401  (registers the typed config schema with Hydra)
-from src.errors import Interrupted, RunStopped, UserError
-from src.paths import resolve_input_path
-from src.sweep import run_sweep_job
+from src.cli.app import configure, run_app
+from src.common.errors import UserError
+from src.common.paths import resolve_input_path
+from src.sweeps.job import run_sweep_job
 from src.video.runner import VIDEO_FILE, stylize_video
+from src.video.schema import register_video_schema
+
+
+def configure_video() -> None:
+    configure()
+    register_video_schema()
 
 
 @hydra.main(config_path="../../conf", config_name="video", version_base="1.3")
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig) -> dict[str, Any]:
+    configure_video()  # again in a launcher's worker process, which does not run the lines below
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:  # a failed job is recorded, and the sweep goes on
         return run_sweep_job(stylize_video, cfg, hydra_cfg.runtime.output_dir)
-    try:
-        if cfg.resume:
-            return stylize_video(*resumed_run(cfg.resume))
-        return stylize_video(cfg, hydra_cfg.runtime.output_dir)
-    except (UserError, RunStopped, Interrupted) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        print("error: interrupted; every finished frame is kept (resume=<run dir> continues)", file=sys.stderr)
-        sys.exit(130)
-    except OSError as error:
-        print(f"error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
-        sys.exit(2)
+    if cfg.resume:
+        return run_app(lambda: stylize_video(*resumed_run(cfg.resume)))
+    return run_app(lambda: stylize_video(cfg, hydra_cfg.runtime.output_dir))
 
 
 def resumed_run(run_dir: str) -> tuple[DictConfig, Path]:
@@ -53,4 +49,5 @@ def resumed_run(run_dir: str) -> tuple[DictConfig, Path]:
 
 
 if __name__ == "__main__":
+    configure_video()
     main()

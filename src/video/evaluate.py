@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-import src.paths  # noqa: F401  (registers ${asset:})
-from src.errors import UserError
-from src.images import resize
+from src.cli.app import configure
+from src.common.errors import UserError
+from src.common.images import resize
 from src.video.flow import FlowSettings, grey, optical_flow, reliability, warping_error
 from src.video.runner import frame_path, open_clip, stylised_array
 
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--flow", choices=("farneback", "dis"), default="farneback")
     args = parser.parse_args(argv)
+    configure()  # the ${asset:} resolver of saved configs
     try:
         print(json.dumps(evaluate(args.run_dir, args.flow)))
     except UserError as error:

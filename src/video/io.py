@@ -16,7 +16,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from src.errors import UserError
+from src.common.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -40,21 +40,15 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image
 
-from src.backbone import VGG19Features
-from src.errors import Interrupted, RunStopped, UserError
-from src.faults import Checkpointer, StopOnSignal, checkpoint_path, save_checkpoint
-from src.images import load_image, resize, save_image, size_for_long_side
-from src.paths import resolve_input_path
-from src.stylize import (
-    Inputs,
-    StyleInput,
-    build_module,
-    fit,
-    resolve_style_path,
-    style_entries,
-    trainer_settings,
-    validate,
-)
+from src.backbone.vgg import VGG19Features
+from src.common.errors import Interrupted, RunStopped, UserError
+from src.common.images import load_image, resize, save_image, size_for_long_side
+from src.common.paths import resolve_input_path
+from src.transfer.build import build_module
+from src.transfer.checkpoints import Checkpointer, StopOnSignal, checkpoint_path, save_checkpoint
+from src.transfer.inputs import Inputs, StyleInput, resolve_style_path, style_entries
+from src.transfer.trainer import fit, trainer_settings
+from src.transfer.validate import validate
 from src.video import io
 from src.video.flow import (
     METHODS,
@@ -109,7 +103,7 @@ def validate_video(cfg: DictConfig) -> None:
 
 
 def load_styles(cfg: DictConfig) -> list[StyleInput]:
-    """The style images (style.path and any blend), as src.stylize.load_inputs reads them."""
+    """The style images (style.path and any blend), as src.transfer.inputs.load_inputs reads them."""
     entries = style_entries(cfg)
     total = sum(weight for _, _, weight, _ in entries)
     styles: list[StyleInput] = []
@@ -155,7 +149,7 @@ def open_clip(cfg: DictConfig) -> Clip:
 
 class LoopSignals:
     """Ctrl-C or SIGTERM between frames: stop before the next one (during a frame,
-    src.faults.StopOnSignal takes over and the frame in progress is checkpointed)."""
+    src.transfer.checkpoints.StopOnSignal takes over and the frame in progress is checkpointed)."""
 
     def __init__(self) -> None:
         self.received: int | None = None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from src.schema import StyleTransferConfig
+from src.transfer.schema import StyleTransferConfig
 
 
 @dataclass
@@ -46,4 +46,6 @@ class VideoStyleTransferConfig(StyleTransferConfig):
     video: VideoConfig = field(default_factory=VideoConfig)
 
 
-ConfigStore.instance().store(name="video_schema", node=VideoStyleTransferConfig)
+def register_video_schema() -> None:
+    """Make the schema known to Hydra as `video_schema` (conf/video.yaml's first default)."""
+    ConfigStore.instance().store(name="video_schema", node=VideoStyleTransferConfig)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from src.module import StyleTransfer, map_tensors
+from src.transfer.module import StyleTransfer, map_tensors
 
 PIXEL_SCALE = 255.0
 
