@@ -29,7 +29,7 @@ from src.faults import Checkpointer, StopOnSignal, checkpoint_path, save_checkpo
 from src.images import MIN_SIZE, load_image, load_tensor, resize, save_image, size_for_long_side, to_tensor
 from src.color import COLOR_MODES, match_color, match_luminance
 from src.loggers import close_loggers
-from src.losses import STYLE_LOSSES
+from src.losses import NORMALIZATIONS, STYLE_LOSSES
 from src.masks import check_shape, is_shape, load_mask_image, mask_tensor
 from src.module import Style, StyleTransfer
 from src.paths import PROJECT_ROOT, resolve_input_path
@@ -102,6 +102,9 @@ def validate_controls(cfg: DictConfig) -> None:
         raise UserError(f"color={color!r}: must be one of {', '.join(COLOR_MODES)}")
     if style_loss not in STYLE_LOSSES:
         raise UserError(f"style_loss={style_loss!r}: must be one of {', '.join(STYLE_LOSSES)}")
+    # A run saved before `normalization` existed resumes with the terms it started with.
+    if cfg.get("normalization", "gatys") not in NORMALIZATIONS:
+        raise UserError(f"normalization={cfg.normalization!r}: must be one of {', '.join(NORMALIZATIONS)}")
     if not isinstance(ema, (int, float)) or not 0.0 <= ema < 1.0:
         raise UserError(f"ema={ema}: must be 0 (off) or a decay in (0, 1), e.g. 0.9")
     scale = cfg.get("style_scale", 1.0)
@@ -344,6 +347,7 @@ def build_module(
         style_loss=cfg.get("style_loss", "gram"),
         color=cfg.get("color", "none"),
         ema=float(cfg.get("ema", 0.0)),
+        normalization=cfg.get("normalization", "gatys"),
     )
 
 
