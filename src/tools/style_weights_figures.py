@@ -61,7 +61,8 @@ def style_file(name: str) -> Path:
         width, height = painting.size
         left, top, right, bottom = box
         path.parent.mkdir(parents=True, exist_ok=True)
-        painting.crop((round(left * width), round(top * height), round(right * width), round(bottom * height))).save(path)
+        box_px = (round(left * width), round(top * height), round(right * width), round(bottom * height))
+        painting.crop(box_px).save(path)
     return path
 
 
@@ -126,7 +127,8 @@ def measure_paintings(size: int, steps: int) -> dict[str, Any]:
         judge = Judge(style, size)
         record[name] = {}
         for normalization in ("gatys", "relative"):
-            folder = run(f"{name}_{normalization}", [f"style.path={style}", f"normalization={normalization}"], size, steps)
+            overrides = [f"style.path={style}", f"normalization={normalization}"]
+            folder = run(f"{name}_{normalization}", overrides, size, steps)
             metrics = json.loads((folder / "metrics.json").read_text())
             record[name][normalization] = {**judge(folder / "final.png"), "shares": shares(metrics),
                                            "wall_seconds": metrics["wall_seconds"], "folder": str(folder)}
@@ -153,15 +155,16 @@ def grid(rows: list[tuple[str, list[tuple[str, Image.Image]]]], height: int) -> 
     """Rows of images scaled to one height, a row title on the left and a caption under each."""
     typeface = font(max(11, height // 12))
     title_width, gap, caption = 120, 4, height // 6
-    widths = [max(sum(round(im.width * height / im.height) for _, im in cells) + gap * (len(cells) - 1) for _, cells in rows)]
-    sheet = Image.new("RGB", (title_width + widths[0], len(rows) * (height + caption + gap)), "white")
+    width = max(sum(round(im.width * height / im.height) + gap for _, im in cells) - gap for _, cells in rows)
+    sheet = Image.new("RGB", (title_width + width, len(rows) * (height + caption + gap)), "white")
     draw = ImageDraw.Draw(sheet)
     for index, (title, cells) in enumerate(rows):
         y = index * (height + caption + gap)
         draw.multiline_text((4, y + height // 2 - caption), title, fill="black", font=typeface, spacing=2)
         x = title_width
         for label, image in cells:
-            scaled = image.convert("RGB").resize((round(image.width * height / image.height), height), Image.Resampling.LANCZOS)
+            size = (round(image.width * height / image.height), height)
+            scaled = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
             sheet.paste(scaled, (x, y))
             draw.text((x + 2, y + height + 1), label, fill="black", font=typeface)
             x += scaled.width + gap
@@ -178,11 +181,12 @@ def save_jpeg(picture: Image.Image, path: Path, limit: int = 250_000) -> None:
 
 def paintings_figure(record: dict[str, Any], out: Path, height: int) -> Path:
     paintings = [(name, load_image(style_file(name))) for name, _, _ in PAINTINGS]
-    gatys = [(f"style {record[name]['gatys']['style']:.2f}", load_image(Path(record[name]["gatys"]["folder"]) / "final.png"))
-             for name, _, _ in PAINTINGS]
-    relative = [(f"style {record[name]['relative']['style']:.2f}", load_image(Path(record[name]["relative"]["folder"]) / "final.png"))
-                for name, _, _ in PAINTINGS]
-    picture = grid([("painting", paintings), ("gatys\n(before)", gatys), ("relative\n(default)", relative)], height)
+    def results(normalization: str) -> list[tuple[str, Image.Image]]:
+        return [(f"style {record[name][normalization]['style']:.2f}",
+                 load_image(Path(record[name][normalization]["folder"]) / "final.png")) for name, _, _ in PAINTINGS]
+
+    picture = grid([("painting", paintings), ("gatys\n(before)", results("gatys")),
+                    ("relative\n(default)", results("relative"))], height)
     path = out / "style_weights_paintings.jpg"
     save_jpeg(picture, path)
     return path
@@ -205,10 +209,13 @@ def summary(paintings: dict[str, Any], sweep: dict[str, Any]) -> None:
                   f"{entry['gatys']['content']:18.3f} | {entry['relative']['content']:21.3f}")
         for normalization in ("gatys", "relative"):
             styles = [entry[normalization]["style"] for entry in paintings.values()]
+            spread = statistics.pstdev(styles) / statistics.mean(styles)
             print(f"{normalization}: relative style distance {min(styles):.3f} .. {max(styles):.3f}, "
-                  f"max/min {max(styles) / min(styles):.2f}, spread (stdev/mean) {statistics.pstdev(styles) / statistics.mean(styles):.2f}")
-            mean_shares = {layer: statistics.mean(entry[normalization]["shares"][layer] for entry in paintings.values()) for layer in LAYERS}
-            print(f"  mean per-layer share of the final style term: " + ", ".join(f"{k} {v:.1%}" for k, v in mean_shares.items()))
+                  f"max/min {max(styles) / min(styles):.2f}, spread (stdev/mean) {spread:.2f}")
+            mean_shares = {layer: statistics.mean(entry[normalization]["shares"][layer] for entry in paintings.values())
+                           for layer in LAYERS}
+            print("  mean per-layer share of the final style term: "
+                  + ", ".join(f"{k} {v:.1%}" for k, v in mean_shares.items()))
     for beta, entry in sweep.items():
         print(f"beta={beta}: relative style {entry['style']:.3f}, relative content {entry['content']:.3f}, "
               f"pixel RMS change {entry['pixel_rms_change']:.3f}")
