@@ -114,9 +114,9 @@ def test_a_layers_weight_is_its_share_of_the_style_term(backbone):
 
 
 def test_blends_are_normalised_per_style_image_and_tv_by_the_photograph(backbone):
-    """A blend of a painting and a darker copy of it: each style's term is its share of beta
-    times its own relative distance, so the darker copy does not weigh less; TV at the
-    photograph is tv_weight."""
+    """A 50/50 blend of two paintings: each style's term is its share of beta times its own
+    relative distance (half its term alone), whatever the magnitude of its activations; TV at
+    the photograph is tv_weight."""
     blend = ["style.weight=1", "style.blend=[{path:shipwreck,weight:1}]"]
     blended = module(backbone, *blend, "tv_weight=2").evaluate()
     alone = {name: module(backbone, f"style={name}").evaluate()["loss/style"] for name in ("starry_night", "shipwreck")}
