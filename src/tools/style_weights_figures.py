@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -105,10 +105,11 @@ class Judge:
 
     def __call__(self, image_path: Path | None = None) -> dict[str, Any]:
         """The distances of a run's final image (or, without one, of the photograph itself)."""
-        image = self.module.content_image.cpu() if image_path is None else to_tensor(load_image(image_path))
+        photograph = cast(torch.Tensor, self.module.content_image).cpu()
+        image = photograph if image_path is None else to_tensor(load_image(image_path))
         terms = self.module.evaluate_image(image)
         style = {layer: terms[f"loss/style/{layer}"] for layer in LAYERS}
-        pixels = (image - self.module.content_image.cpu()).pow(2).mean().sqrt().item()
+        pixels = (image - photograph).pow(2).mean().sqrt().item()
         return {"style_layers": style, "style": statistics.mean(style.values()), "content": terms["loss/content"],
                 "pixel_rms_change": pixels}
 
