@@ -8,9 +8,8 @@ import torch
 from conftest import ROOT
 from hydra import compose, initialize_config_dir
 
-import src.paths  # noqa: F401  (registers ${asset:})
-from src.errors import UserError
-from src.losses import (
+from src.common.errors import UserError
+from src.nst.losses import (
     RELATIVE_STYLE_UNIT,
     STYLE_LOSSES,
     content_loss,
@@ -35,13 +34,13 @@ def config(*overrides: str):
 
 @pytest.fixture(scope="module")
 def backbone():
-    from src.backbone import build_backbone
+    from src.backbone.vgg import build_backbone
 
     return build_backbone(last_layer="relu3_1", compute_dtype="float32")
 
 
 def module(backbone, *overrides: str):
-    from src.stylize import build_module
+    from src.transfer.build import build_module
 
     transfer = build_module(config("size=48", *SHALLOW, *overrides), backbone=backbone)
     transfer.compute_targets()
@@ -84,7 +83,7 @@ def test_relative_style_terms_do_not_depend_on_the_magnitude_of_the_painting(kin
 def test_mean_cov_and_histogram_are_relative_to_their_own_zero_distance(kind):
     """Divided by the Gram loss's d(0, A), they are 4 * gain * d(F, S) / d(0, S) in their own
     units: their distance from the zero activation is E_S = mean_p ||S_p||^2 = N tr(A)."""
-    from src.losses import STYLE_LOSS_GAINS
+    from src.nst.losses import STYLE_LOSS_GAINS
 
     generator = torch.Generator().manual_seed(2)
     style, features = torch.rand(1, 6, 5, 5, generator=generator) * 3, torch.rand(1, 6, 4, 4, generator=generator)
@@ -137,7 +136,7 @@ def test_gatys_keeps_the_raw_terms(backbone):
 
 
 def test_unknown_normalization_is_named():
-    from src.stylize import validate
+    from src.transfer.validate import validate
 
     with pytest.raises(UserError, match="normalization"):
         validate(config("normalization=unit"))

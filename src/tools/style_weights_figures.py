@@ -28,10 +28,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image, ImageDraw
 
-from src.images import load_image, to_tensor
-from src.losses import RELATIVE_STYLE_UNIT
-from src.paths import PROJECT_ROOT, asset_path
-from src.plots import font
+from src.cli.app import configure
+from src.common.images import load_image, to_tensor
+from src.common.paths import PROJECT_ROOT, asset_path
+from src.nst.losses import RELATIVE_STYLE_UNIT
+from src.render.text import font
 
 RUNS = PROJECT_ROOT / "outputs" / "style_weights"
 CONTENT = "content/tubingen.jpg"
@@ -92,7 +93,7 @@ class Judge:
     so that its terms are the relative distances themselves."""
 
     def __init__(self, style: Path, size: int) -> None:
-        from src.stylize import build_module
+        from src.transfer.build import build_module
 
         overrides = [f"size={size}", "device=cpu", "device.compute_dtype=float32", "logger=none",
                      f"content.path={asset_path(CONTENT)}", f"style.path={style}", "normalization=relative",
@@ -230,7 +231,7 @@ def main() -> None:
     parser.add_argument("--only", default="paintings,beta", help="comma-separated: paintings, beta")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "docs" / "images"))
     args = parser.parse_args()
-    torch.set_grad_enabled(True)
+    configure()  # the config schema and the ${asset:} resolver, for the judges' configs
     wanted = set(args.only.split(","))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

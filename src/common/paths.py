@@ -1,0 +1,39 @@
+"""Where things are: the project's assets, and user paths relative to the launch directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+ASSETS_DIR = PROJECT_ROOT / "assets"
+
+
+def asset_path(relative: str) -> str:
+    """Absolute path of a bundled sample image (used by the `${asset:...}` resolver)."""
+    return str(ASSETS_DIR / relative)
+
+
+def launch_dir() -> Path:
+    """The directory the command was run from (Hydra does not chdir with version_base set)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return Path(HydraConfig.get().runtime.cwd)
+    except ImportError:  # pragma: no cover
+        pass
+    return Path(os.getcwd())
+
+
+def resolve_input_path(path: str | os.PathLike) -> Path:
+    """User paths are relative to where the command was run; `~` is expanded."""
+    path = Path(os.path.expanduser(str(path)))
+    return path if path.is_absolute() else launch_dir() / path
+
+
+def register_resolvers() -> None:
+    """`${asset:content/tubingen.jpg}` in the presets: works from any launch directory."""
+    OmegaConf.register_new_resolver("asset", asset_path, replace=True)

@@ -1,0 +1,103 @@
+"""Typed schema of conf/config.yaml (Hydra structured config).
+
+Hydra checks every override against it: an unknown key (`bta=1e4`) or a wrong type
+(`size=big`) fails at start-up with a message naming the key. Checks that types cannot
+express (ranges, layer names, choices) are in src/transfer/runner.py:validate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ImageConfig:
+    path: str = MISSING
+
+
+@dataclass
+class BlendStyleConfig:
+    """One more style image of a blend (docs/controls.md)."""
+
+    path: str = MISSING  # an image file, or the name of a style preset (shipwreck)
+    weight: float = 1.0
+    mask: Optional[str] = None  # an image file (white: this style) or top|bottom|left|right[:fraction]
+
+
+@dataclass
+class StyleConfig:
+    path: str = MISSING
+    weight: float = 1.0  # this style's share of beta when others are blended in (weights are normalised)
+    mask: Optional[str] = None  # restrict this style to a region of the content (docs/controls.md)
+    blend: List[BlendStyleConfig] = field(default_factory=list)  # more styles, each with its own targets
+
+
+@dataclass
+class PyramidConfig:
+    levels: int = 1  # 1: single scale
+    factor: float = 2.0  # size ratio between neighbouring levels
+    steps: Any = None  # steps of each coarser level: null (= steps), an int, or a list from the coarsest
+
+
+@dataclass
+class LayersConfig:
+    content: Dict[str, float] = field(default_factory=dict)
+    style: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class InitConfig:
+    kind: str = "content"  # noise | content | style | image
+    path: Optional[str] = None
+
+
+@dataclass
+class BackboneConfig:
+    weights: str = "caffe"  # caffe | torchvision
+    pooling: str = "max"  # max | avg
+    weights_path: Optional[str] = None
+    channels_last: bool = True  # the faster memory layout for convolutions (same values)
+
+
+@dataclass
+class DeviceConfig:
+    accelerator: str = "auto"  # cpu | gpu | auto
+    precision: str = "32-true"  # Lightning's; keep 32-true (its AMP plugins refuse L-BFGS)
+    compute_dtype: str = "auto"  # the backbone's: auto (bfloat16 where fast, else float32) | float32 | bfloat16
+
+
+@dataclass
+class StyleTransferConfig:
+    content: ImageConfig = field(default_factory=ImageConfig)
+    style: StyleConfig = field(default_factory=StyleConfig)
+    layers: LayersConfig = field(default_factory=LayersConfig)
+    optimizer: Any = MISSING  # a torch.optim class, `_partial_` instantiated (lbfgs, adam)
+    init: InitConfig = field(default_factory=InitConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    pyramid: PyramidConfig = field(default_factory=PyramidConfig)
+    logger: Any = MISSING
+    alpha: float = 1.0
+    beta: float = 1.0e4
+    tv_weight: float = 0.0
+    size: int = 512
+    style_size: Optional[int] = None
+    style_scale: float = 1.0  # style long side = style_scale * size (when style_size is null)
+    style_loss: str = "gram"  # gram | mean_cov | histogram
+    normalization: str = "relative"  # relative (each term over its target's magnitude) | gatys (raw terms)
+    color: str = "none"  # none | luminance | match
+    ema: float = 0.0  # output a moving average of the image with this decay (0: off)
+    steps: int = 150
+    seed: int = 0
+    snapshot_every: int = 0
+    checkpoint_every: int = 50
+    resume: Optional[str] = None
+
+
+def register_schema() -> None:
+    """Make the schema known to Hydra as `style_transfer_schema` (conf/config.yaml's first default)."""
+    ConfigStore.instance().store(name="style_transfer_schema", node=StyleTransferConfig)
