@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from src import bench
+from src.tools import bench
 from src.backbone.vgg import CaffePreprocess
 from src.common.images import save_image
 from tests.conftest import ROOT, run_cli
