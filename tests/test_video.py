@@ -370,6 +370,7 @@ def no_frames(path: Path) -> Path:
     ("end_before_start", "must be after video.start"),
     ("bad_init", "video.init='cold': must be one of warped, fresh"),
     ("bad_long_term", "video.long_term=[1]"),
+    ("relative", "video runs use normalization=gatys"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, clip, case, words):
     path, extra = clip, []
@@ -387,7 +388,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, clip, case, words):
         path = tmp_path / "nowhere.mp4"
     else:
         extra = {"start_past_end": ["video.start=10"], "end_before_start": ["video.start=0.2", "video.end=0.1"],
-                 "bad_init": ["video.init=cold"], "bad_long_term": ["video.long_term=[1]"]}[case]
+                 "bad_init": ["video.init=cold"], "bad_long_term": ["video.long_term=[1]"],
+                 "relative": ["normalization=relative"]}[case]
     run_dir = tmp_path / "run"
     result = run_cli(f"video.path={path}", *FAST, *extra, f"hydra.run.dir={run_dir}", module="src.video")
     assert result.returncode == 2, result.stderr[-2000:]
