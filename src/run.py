@@ -11,11 +11,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.errors import Interrupted, RunStopped, UserError
-from src.faults import checkpoint_path
-from src.paths import resolve_input_path
-from src.stylize import stylize
-from src.sweep import run_sweep_job
+from src.common.errors import Interrupted, RunStopped, UserError
+from src.transfer.checkpoints import checkpoint_path
+from src.common.paths import resolve_input_path
+from src.transfer.runner import stylize
+from src.sweeps.job import run_sweep_job
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -8,8 +8,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from src.errors import UserError
-from src.unit_visualization import visualize
+from src.common.errors import UserError
+from src.units.app import visualize
 
 
 @hydra.main(config_path="../conf", config_name="visualize", version_base="1.3")

@@ -18,10 +18,10 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
-from src.images import save_image, to_pil
-from src.loggers import flatten, log_config, log_image, log_summary
-from src.plots import plot_losses, write_progress_gif
-from src.sweep import pretty_value
+from src.common.images import save_image, to_pil
+from src.transfer.loggers import flatten, log_config, log_image, log_summary
+from src.render.contact_sheet import plot_losses, write_progress_gif
+from src.sweeps.job import pretty_value
 
 log = logging.getLogger(__name__)
 

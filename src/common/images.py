@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from src.errors import UserError
+from src.common.errors import UserError
 
 # Refuse images whose decoded size would not fit comfortably in memory (PIL's own bomb
 # check warns at ~89 Mpx and errors at twice that; we error at the warning level).

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from src.errors import UserError
+from src.common.errors import UserError
 
 # (channels, number of convolutions) of each of VGG19's five blocks.
 VGG19_BLOCKS: tuple[tuple[int, int], ...] = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))

@@ -22,20 +22,20 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from src.backbone import VGG19Features, build_backbone, check_layer_names, deepest_layer, resolve_compute_dtype
-from src.callbacks import log_final, loss_callbacks, run_callbacks
-from src.errors import Interrupted, RunStopped, UserError
-from src.faults import Checkpointer, StopOnSignal, checkpoint_path, save_checkpoint
-from src.images import MIN_SIZE, load_image, load_tensor, resize, save_image, size_for_long_side, to_tensor
-from src.color import COLOR_MODES, match_color, match_luminance
-from src.loggers import close_loggers
-from src.losses import STYLE_LOSSES
-from src.masks import check_shape, is_shape, load_mask_image, mask_tensor
-from src.module import Style, StyleTransfer
-from src.paths import PROJECT_ROOT, resolve_input_path
-from src.pyramid import check_steps, describe, level_sizes, level_steps, upsample
-from src.resources import check_fits, check_large_enough, target_device
-import src.schema  # noqa: F401  (registers the typed config schema with Hydra)
+from src.backbone.vgg import VGG19Features, build_backbone, check_layer_names, deepest_layer, resolve_compute_dtype
+from src.transfer.callbacks import log_final, loss_callbacks, run_callbacks
+from src.common.errors import Interrupted, RunStopped, UserError
+from src.transfer.checkpoints import Checkpointer, StopOnSignal, checkpoint_path, save_checkpoint
+from src.common.images import MIN_SIZE, load_image, load_tensor, resize, save_image, size_for_long_side, to_tensor
+from src.nst.color import COLOR_MODES, match_color, match_luminance
+from src.transfer.loggers import close_loggers
+from src.nst.losses import STYLE_LOSSES
+from src.nst.masks import check_shape, is_shape, load_mask_image, mask_tensor
+from src.transfer.module import Style, StyleTransfer
+from src.common.paths import PROJECT_ROOT, resolve_input_path
+from src.nst.pyramid import check_steps, describe, level_sizes, level_steps, upsample
+from src.common.memory import check_fits, check_large_enough, target_device
+import src.transfer.schema  # noqa: F401  (registers the typed config schema with Hydra)
 
 INIT_KINDS = ("noise", "content", "style", "image")
 STYLE_PRESET_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -190,7 +190,7 @@ def fit(trainer: pl.Trainer, module: StyleTransfer, steps: int, resume_from: Pat
     the CPU, also after an error, where the final evaluation would be slow on a big image."""
     try:
         trainer.fit(module, train_dataloaders=steps_loader(steps), ckpt_path=resume_from)
-    except torch.OutOfMemoryError as error:  # the GPU's: the estimate (src/resources.py) let it start
+    except torch.OutOfMemoryError as error:  # the GPU's: the estimate (src/common/memory.py) let it start
         height, width = module.image.shape[-2:]  # (the module is not used again: left on the CPU)
         raise UserError(f"a {width}x{height} px run ran out of GPU memory; choose a smaller size") from error
     except BaseException:
@@ -457,7 +457,7 @@ def steps_loader(steps: int) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(steps)), batch_size=1)
 
 
-# -- coarse to fine (pyramid=factor2 | sqrt2; src/pyramid.py) -------------------------------
+# -- coarse to fine (pyramid=factor2 | sqrt2; src/nst/pyramid.py) -------------------------------
 
 PYRAMID_FILE = "pyramid.json"
 
