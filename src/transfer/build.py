@@ -7,14 +7,13 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src.backbone.vgg import VGG19Features, build_backbone, deepest_layer
+from src.backbone.vgg import VGG19Features, backbone_from_config
 from src.common.devices import resolve_compute_dtype, target_device
 from src.common.images import (
     resize,
     size_for_long_side,
     to_tensor,
 )
-from src.common.paths import resolve_input_path
 from src.nst.masks import mask_tensor
 from src.nst.pyramid import upsample
 from src.transfer.inputs import (
@@ -65,14 +64,7 @@ def build_module(
     if init is None:
         init = make_init_image(cfg, content, styles[0]) if coarse is None else upsample(coarse, height, width)
     if backbone is None:
-        backbone = build_backbone(
-            weights=cfg.backbone.weights,
-            pooling=cfg.backbone.pooling,
-            weights_path=resolve_input_path(cfg.backbone.weights_path) if cfg.backbone.weights_path else None,
-            last_layer=deepest_layer(layers),
-            compute_dtype=compute_dtype,
-            channels_last=cfg.backbone.channels_last,
-        )
+        backbone = backbone_from_config(cfg.backbone, layers, compute_dtype)
     blend = None
     if len(styles) > 1 or any(style.mask is not None for style in inputs.styles):
         blend = [Style(image, style.weight, None if style.mask is None else mask_tensor(style.mask, height, width), style.name)
