@@ -81,8 +81,10 @@ def run(name: str, overrides: list[str], size: int, steps: int, beta: float) -> 
         import shutil
 
         shutil.rmtree(folder)
-    command = [sys.executable, "-m", "src.run", f"size={size}", f"steps={steps}", f"beta={pretty_value(f'{beta:e}')}", "logger=none",
-               "checkpoint_every=0", *overrides, f"hydra.run.dir={folder}"]
+    # The raw terms these pictures and the numbers of docs/controls.md were made with (the
+    # default normalization=relative would need another beta: docs/style_weights.md).
+    command = [sys.executable, "-m", "src.run", f"size={size}", f"steps={steps}", f"beta={pretty_value(f'{beta:e}')}",
+               "logger=none", "checkpoint_every=0", "normalization=gatys", *overrides, f"hydra.run.dir={folder}"]
     print(" ".join(command[1:]), flush=True)
     started = time.perf_counter()
     result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)

@@ -84,4 +84,5 @@ def build_module(
         style_loss=cfg.get("style_loss", "gram"),
         color=cfg.get("color", "none"),
         ema=float(cfg.get("ema", 0.0)),
+        normalization=cfg.get("normalization", "gatys"),
     )

@@ -88,6 +88,7 @@ class StyleTransferConfig:
     style_size: Optional[int] = None
     style_scale: float = 1.0  # style long side = style_scale * size (when style_size is null)
     style_loss: str = "gram"  # gram | mean_cov | histogram
+    normalization: str = "relative"  # relative (each term over its target's magnitude) | gatys (raw terms)
     color: str = "none"  # none | luminance | match
     ema: float = 0.0  # output a moving average of the image with this decay (0: off)
     steps: int = 150
