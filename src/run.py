@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.cli.argv import prepare_argv
 from src.errors import Interrupted, RunStopped, UserError
 from src.faults import checkpoint_path
 from src.paths import resolve_input_path
@@ -59,4 +60,5 @@ def resumed_run(run_dir: str, device: DictConfig | None = None) -> tuple[DictCon
 
 
 if __name__ == "__main__":
+    prepare_argv("config")  # --help; file names quoted for Hydra
     main()

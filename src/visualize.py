@@ -8,6 +8,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from src.cli.argv import prepare_argv
 from src.errors import UserError
 from src.unit_visualization import visualize
 
@@ -22,4 +23,5 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
+    prepare_argv("visualize")  # --help; file names quoted for Hydra
     main()
