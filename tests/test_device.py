@@ -13,11 +13,11 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import run_cli
-from src.backbone import has_fast_bfloat16
-from src.errors import UserError
-from src.module import StyleTransfer
+from src.backbone.vgg import has_fast_bfloat16
+from src.common.errors import UserError
+from src.transfer.module import StyleTransfer
 from src.run import resumed_run
-from src.stylize import build_module, fit, stylize, trainer_settings
+from src.transfer.runner import build_module, fit, stylize, trainer_settings
 from test_speed import config
 
 

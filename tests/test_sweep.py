@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from conftest import run_cli
-from src.sweep import contact_sheet, read_sweep
+from src.sweeps.job import contact_sheet, read_sweep
 
 TINY = ["size=32", "steps=3", "device=cpu", "logger=none"]
 FASTEST = ["size=32", "steps=1", "device=cpu", "logger=none"]  # where only the launching is tested

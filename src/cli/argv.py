@@ -1,11 +1,12 @@
-"""What the command line goes through before Hydra sees it: --help, and file names quoted."""
+"""What the command line goes through before Hydra sees it: --help, file names quoted, and
+a resumed run pointed at its own folder."""
 
 from __future__ import annotations
 
 import sys
 
-from src.cli.quoting import quote_path_overrides
-from src.errors import UserError
+from src.cli.quoting import MULTIRUN_FLAGS, file_name, quote_path_overrides
+from src.common.errors import UserError
 
 HELP_FLAGS = ("--help", "-h")
 
@@ -20,7 +21,36 @@ def prepare_argv(config_name: str) -> None:
             overrides = [a for a in arguments[1:] if not a.startswith("-")]
             sys.stdout.write(help_text(config_name, overrides))
             sys.exit(0)
+        if config_name == "config":
+            arguments = point_resume_at_its_folder(sys.argv, arguments)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     sys.argv = arguments
+
+
+def value_of(raw: list[str], key: str) -> str | None:
+    for argument in raw[1:]:
+        name, sep, value = argument.partition("=")
+        if sep and name.lstrip("+") == key:
+            return value
+    return None
+
+
+def point_resume_at_its_folder(raw: list[str], arguments: list[str]) -> list[str]:
+    """`resume=DIR`: the command runs in DIR (its log appended to DIR/run.log), writing no new
+    folder; a folder that cannot be resumed is refused before anything is made."""
+    multirun = any(a in MULTIRUN_FLAGS for a in raw[1:])
+    if multirun and value_of(raw, "output") not in (None, "", "null"):
+        raise UserError("output= names one file, but a sweep makes several results: each job writes final.png "
+                        "in its folder")
+    resume = value_of(raw, "resume")
+    if multirun or resume in (None, "", "null"):
+        return arguments
+    from src.transfer.resume import run_folder
+
+    folder = run_folder(file_name(resume))
+    kept = [a for a in arguments if a.partition("=")[0].lstrip("+") not in ("hydra.run.dir", "hydra.output_subdir")]
+    from src.cli.quoting import hydra_quote
+
+    return [*kept, f"hydra.run.dir={hydra_quote(str(folder))}", "hydra.output_subdir=null"]

@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from src.paths import PROJECT_ROOT
+from src.common.paths import PROJECT_ROOT
 
 CONF_DIR = PROJECT_ROOT / "conf"
 WIDTH = 80
@@ -152,7 +152,7 @@ def group_choices(config_name: str) -> dict[str, str]:
 def meanings(config_name: str, choices: dict[str, str]) -> dict[str, str]:
     """Every key's meaning: the schema's comments, overridden by the config files' own."""
     found: dict[str, str] = {}
-    from src.schema import StyleTransferConfig
+    from src.transfer.schema import StyleTransferConfig
 
     shared = schema_comments(StyleTransferConfig)  # the backbone and device groups serve both apps
     found.update(shared if config_name == "config" else
@@ -203,7 +203,7 @@ def help_text(config_name: str, overrides: list[str] | None = None) -> str:
     """The whole help page for conf/<config_name>.yaml, with `overrides` applied."""
     from hydra import compose, initialize_config_dir
 
-    import src.schema  # noqa: F401  (registers the typed schema)
+    import src.transfer.schema  # noqa: F401  (registers the typed schema)
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name, overrides=list(overrides or []), return_hydra_config=True)

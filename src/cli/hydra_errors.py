@@ -113,7 +113,7 @@ def config_keys(config_name: str) -> list[str]:
 
     from src.cli.help import CONF_DIR, group_choices
 
-    import src.schema  # noqa: F401  (registers the typed schema)
+    import src.transfer.schema  # noqa: F401  (registers the typed schema)
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name)

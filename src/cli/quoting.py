@@ -24,7 +24,7 @@ import os
 import re
 from collections.abc import Sequence
 
-from src.errors import UserError
+from src.common.errors import UserError
 
 # Keys whose value is a file or folder name, whichever app: content.path, style.path,
 # style.mask, style.blend.0.path, init.path, backbone.weights_path, data.dir, hydra.run.dir...

@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from src.errors import UserError
+from src.common.errors import UserError
 
 try:
     import fcntl
@@ -63,17 +63,8 @@ def release(path: str | os.PathLike) -> None:
 
 
 def holds_only_records(folder: Path) -> bool:
-    for entry in folder.iterdir():
-        if entry.name not in HYDRA_RECORDS:
-            return False
-        if entry.is_file() and entry.suffix == ".log" and entry.stat().st_size > 0 and not is_error_log(entry):
-            return False
-    return True
-
-
-def is_error_log(log: Path) -> bool:
-    """A log that holds only the start's own error lines is a record of the failed start."""
-    return all(" ERROR" in line or not line.strip() for line in log.read_text(errors="replace").splitlines())
+    """Only Hydra's records (of this process's own start: the folder is one it created)."""
+    return all(entry.name in HYDRA_RECORDS for entry in folder.iterdir())
 
 
 def discard(path: str | os.PathLike) -> bool:

@@ -17,7 +17,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from src.errors import UserError
+from src.common.errors import UserError
 
 
 def positive(value: Any) -> bool:

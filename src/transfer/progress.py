@@ -56,16 +56,14 @@ class StepProgressBar(TQDMProgressBar):
     def columns(self) -> int:
         return min(MAX_COLUMNS, shutil.get_terminal_size((MAX_COLUMNS, 24)).columns) - 1
 
-    def init_train_tqdm(self) -> tqdm:
-        return tqdm(desc=f"{self.label} · " if self.label else "", ncols=self.columns(), file=sys.stdout,
-                    bar_format=BAR_FORMAT, disable=self.is_disabled, leave=True, smoothing=0.3, dynamic_ncols=False)
+    def init_train_tqdm(self, total: int | None = None, initial: int = 0) -> tqdm:
+        # `initial`: a resumed run starts where it stopped, and the time left is of what is left
+        return tqdm(desc=f"{self.label} · " if self.label else "", total=total, initial=initial, ncols=self.columns(),
+                    file=sys.stdout, bar_format=BAR_FORMAT, disable=self.is_disabled, leave=True, smoothing=0.3,
+                    dynamic_ncols=False)
 
     def on_train_start(self, trainer: pl.Trainer, *_: Any) -> None:
-        self.train_progress_bar = self.init_train_tqdm()
-        self.train_progress_bar.reset(total=trainer.max_steps)
-        self.train_progress_bar.initial = trainer.global_step  # a resumed run: the time left is of what is left
-        self.train_progress_bar.n = trainer.global_step
-        self.train_progress_bar.refresh()
+        self.train_progress_bar = self.init_train_tqdm(trainer.max_steps, trainer.global_step)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
         pass  # one bar for the whole run, not one per epoch
@@ -74,7 +72,7 @@ class StepProgressBar(TQDMProgressBar):
         bar = self.train_progress_bar
         if bar is None or bar.disable:
             return
-        from src.callbacks import LossHistory, find_callback
+        from src.transfer.callbacks import LossHistory, find_callback
 
         history = find_callback(trainer, LossHistory)
         terms = compact_terms(history.latest if history else {})

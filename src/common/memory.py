@@ -7,8 +7,8 @@ import os
 
 import torch
 
-from src.backbone import LAYER_NAMES, VGG19_BLOCKS, deepest_layer
-from src.errors import UserError
+from src.backbone.vgg import LAYER_NAMES, VGG19_BLOCKS, deepest_layer
+from src.common.errors import UserError
 
 BYTES_PER_FLOAT = 4
 # Fixed cost: weights, Python, Lightning, buffers.

@@ -2,7 +2,7 @@
 
 Hydra checks every override against it: an unknown key (`bta=1e4`) or a wrong type
 (`size=big`) fails at start-up with a message naming the key. Checks that types cannot
-express (ranges, layer names, choices) are in src/stylize.py:validate.
+express (ranges, layer names, choices) are in src/transfer/runner.py:validate.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class BackboneConfig:
 @dataclass
 class DeviceConfig:
     accelerator: str = "auto"  # cpu | gpu | auto
-    precision: str = "32-true"  # Lightning's; keep 32-true (its AMP plugins refuse L-BFGS)
+    precision: str = "32-true"  # 32-true, or 64-true (float64 image and losses: slower, for checks)
     compute_dtype: str = "auto"  # the backbone's: auto (bfloat16 where fast, else float32) | float32 | bfloat16
 
 
@@ -94,6 +94,7 @@ class StyleTransferConfig:
     seed: int = 0
     snapshot_every: int = 0
     checkpoint_every: int = 50
+    output: Optional[str] = None  # also write the result to this file (.png, .jpg/.jpeg, .tif/.tiff)
     resume: Optional[str] = None
 
 

@@ -32,11 +32,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from src.backbone import CAFFE_BGR_MEAN, build_backbone, has_fast_bfloat16, resolve_compute_dtype
-from src.images import save_image, size_for_long_side
-from src.paths import PROJECT_ROOT
-from src.resources import available_bytes, estimated_peak_bytes, resident_bytes
-from src.stylize import build_module, load_inputs, stylize
+from src.backbone.vgg import CAFFE_BGR_MEAN, build_backbone, has_fast_bfloat16, resolve_compute_dtype
+from src.common.images import save_image, size_for_long_side
+from src.common.paths import PROJECT_ROOT
+from src.common.memory import available_bytes, estimated_peak_bytes, resident_bytes
+from src.transfer.runner import build_module, load_inputs, stylize
 
 CONTENT_LAYER = "relu4_2"
 STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
@@ -303,7 +303,7 @@ def image_override(group: str, value: str) -> str | None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m src.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m src.tools.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a 1-minute smoke version at 128 px")
     parser.add_argument("--content", help="content image for section 2: a file or a preset name (default: the default run's)")
     parser.add_argument("--style", help="style image for section 2: a file or a preset name (default: the default run's)")

@@ -23,10 +23,11 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from src.backbone import VGG19Features, check_layer_names
-from src.errors import UserError
-from src.images import MIN_SIZE, load_image, resize, size_for_long_side, to_tensor
-from src.receptive_field import ReceptiveField, backbone_receptive_fields
+from src.backbone.vgg import VGG19Features, check_layer_names
+from src.common.errors import UserError
+from src.common.paths import path_problem
+from src.common.images import MIN_SIZE, load_image, resize, size_for_long_side, to_tensor
+from src.backbone.receptive_field import ReceptiveField, backbone_receptive_fields
 
 # Views pushed through the network at once are capped by pixels too, to bound memory.
 MAX_BATCH_PIXELS = 1 << 20
@@ -41,8 +42,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 def find_images(folder: str | os.PathLike) -> list[Path]:
     """Image files under `folder` (searched recursively, hidden entries skipped), sorted."""
     folder = Path(folder)
-    if not folder.exists():
-        raise UserError(f"image folder not found: {folder}")
+    problem = path_problem(folder)
+    if problem is not None:
+        raise UserError(f"data.dir: image folder {problem}: {folder}")
     if not folder.is_dir():
         raise UserError(f"data.dir must be a folder of images, got a file: {folder}")
     files = []

@@ -22,22 +22,30 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from src.backbone import VGG19Features, build_backbone, check_layer_names, deepest_layer, resolve_compute_dtype
-from src.callbacks import log_final, loss_callbacks, run_callbacks
-from src.errors import Interrupted, RunStopped, UserError
-from src.faults import Checkpointer, StopOnSignal, checkpoint_path, save_checkpoint
-from src.images import MIN_SIZE, load_image, load_tensor, resize, save_image, size_for_long_side, to_tensor
-from src.color import COLOR_MODES, match_color, match_luminance
-from src.loggers import close_loggers
-from src.losses import STYLE_LOSSES
-from src.masks import check_shape, is_shape, load_mask_image, mask_tensor
-from src.module import Style, StyleTransfer
-from src.paths import PROJECT_ROOT, resolve_input_path
-from src.pyramid import check_steps, describe, level_sizes, level_steps, upsample
-from src.resources import check_fits, check_large_enough, target_device
-import src.schema  # noqa: F401  (registers the typed config schema with Hydra)
+from src.backbone.vgg import VGG19Features, build_backbone, check_layer_names, deepest_layer, resolve_compute_dtype
+from src.transfer.callbacks import RunClock, log_final, loss_callbacks, run_callbacks
+from src.common.errors import Interrupted, RunStopped, UserError
+from src.transfer.checkpoints import Checkpointer, StopOnSignal, checkpoint_path, save_checkpoint
+from src.common.images import (
+    MIN_SIZE, load_image, load_tensor, resize, save_image, size_for_long_side, to_pil, to_tensor,
+)
+from src.nst.color import COLOR_MODES, match_color, match_luminance
+from src.transfer.loggers import close_loggers
+from src.nst.losses import STYLE_LOSSES
+from src.nst.masks import check_shape, is_shape, load_mask_image, mask_tensor
+from src.transfer.module import Style, StyleTransfer
+from src.common.paths import PROJECT_ROOT, path_problem, resolve_input_path
+from src.nst.pyramid import check_steps, describe, level_sizes, level_steps, upsample
+from src.common.memory import check_fits, check_large_enough, target_device
+import src.transfer.schema  # noqa: F401  (registers the typed config schema with Hydra)
+from src.transfer.optimizer_check import check_optimizer
 
 INIT_KINDS = ("noise", "content", "style", "image")
+# 32-true: the default. 64-true: float64 image, optimizer and losses (the backbone stays in
+# device.compute_dtype). Lightning's 16/bf16/mixed/transformer-engine plugins refuse L-BFGS's
+# closure or would half the image's precision: device.compute_dtype=bfloat16 is the fast path.
+PRECISIONS = ("32-true", "64-true")
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
 STYLE_PRESET_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.backbone.weights not in ("caffe", "torchvision"):
         raise UserError(f"backbone.weights={cfg.backbone.weights!r}: must be one of caffe, torchvision")
     target_device(cfg.device.accelerator)  # a known device, and a GPU only where there is one
+    if str(cfg.device.precision) not in PRECISIONS:
+        raise UserError(f"device.precision={cfg.device.precision}: must be 32-true or 64-true; for faster arithmetic "
+                        "use device.compute_dtype=bfloat16 (Lightning's 16-bit and mixed modes do not fit L-BFGS)")
     resolve_compute_dtype(cfg.device.compute_dtype, torch.device("cpu"))  # names the key if it is wrong
     for key in ("alpha", "beta", "tv_weight"):
         value = cfg[key]
@@ -91,6 +102,33 @@ def validate(cfg: DictConfig) -> None:
     if cfg.init.kind == "image" and (OmegaConf.is_missing(cfg.init, "path") or not cfg.init.path):
         raise UserError("init=image needs init.path=<image file>")
     validate_controls(cfg)
+    check_something_to_optimise(cfg)
+    check_optimizer(cfg)
+    check_output_file(cfg)
+
+
+def check_something_to_optimise(cfg: DictConfig) -> None:
+    """A loss that is 0 whatever the image leaves nothing to optimise: the "result" would be the start."""
+    content = cfg.alpha * sum(cfg.layers.content.values())
+    style = cfg.beta * sum(cfg.layers.style.values())
+    if content == 0 and style == 0 and cfg.tv_weight == 0:
+        raise UserError(f"nothing to optimise: alpha={cfg.alpha} (x content layer weights), beta={cfg.beta} (x style "
+                        f"layer weights) and tv_weight={cfg.tv_weight} make the loss 0; give one of them a value > 0")
+
+
+def check_output_file(cfg: DictConfig) -> None:
+    output = cfg.get("output")
+    if output in (None, ""):
+        return
+    path = resolve_input_path(output)
+    if path.suffix.lower() not in OUTPUT_FORMATS:
+        raise UserError(f"output={output}: must end in .png, .jpg, .jpeg, .tif or .tiff (the format follows the name)")
+    if path.is_dir():
+        raise UserError(f"output={output}: is a folder; give a file name such as {path / 'result.png'}")
+    if not path.parent.is_dir():
+        raise UserError(f"output={output}: the folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"output={output}: cannot write into {path.parent} (permission denied)")
 
 
 def validate_controls(cfg: DictConfig) -> None:
@@ -121,6 +159,11 @@ def validate_controls(cfg: DictConfig) -> None:
             if not str(mask).strip():
                 raise UserError(f"{key}.mask is empty: give an image file, or top, bottom, left, right (optionally :fraction)")
             check_shape(mask, f"{key}.mask")
+            if not is_shape(mask):
+                problem = path_problem(resolve_input_path(mask))
+                if problem is not None:
+                    raise UserError(f"{key}.mask={mask}: neither a shape (top, bottom, left, right, optionally "
+                                    f"with :fraction, e.g. top:0.4) nor an image file ({problem})")
     if sum(weight for _, _, weight, _ in entries) <= 0:
         raise UserError("style.weight and style.blend weights are all 0: at least one style needs a weight > 0")
     pyramid = pyramid_config(cfg)
@@ -190,7 +233,7 @@ def fit(trainer: pl.Trainer, module: StyleTransfer, steps: int, resume_from: Pat
     the CPU, also after an error, where the final evaluation would be slow on a big image."""
     try:
         trainer.fit(module, train_dataloaders=steps_loader(steps), ckpt_path=resume_from)
-    except torch.OutOfMemoryError as error:  # the GPU's: the estimate (src/resources.py) let it start
+    except torch.OutOfMemoryError as error:  # the GPU's: the estimate (src/common/memory.py) let it start
         height, width = module.image.shape[-2:]  # (the module is not used again: left on the CPU)
         raise UserError(f"a {width}x{height} px run ran out of GPU memory; choose a smaller size") from error
     except BaseException:
@@ -299,6 +342,8 @@ def build_module(
     inputs = inputs or load_inputs(cfg)
     # Sizes are checked before resizing: an impossible size must not allocate anything.
     width, height = size_for_long_side(*inputs.content.size, size)
+    if size == cfg.size:
+        warn_if_enlarged("content", inputs.content.size, (width, height))
     style_long = style_long_side(cfg, size)
     style_sizes = [size_for_long_side(*style.image.size, style_long) for style in inputs.styles]
     layers = [*cfg.layers.content, *cfg.layers.style]
@@ -347,15 +392,39 @@ def build_module(
     )
 
 
-def check_output_dir(output_dir: Path) -> Path | None:
-    """Never overwrite a finished run; return the checkpoint to continue from, if any."""
-    if (output_dir / "final.png").exists():
-        raise UserError(f"{output_dir} already holds a finished run (final.png); refusing to overwrite it")
+def warn_if_enlarged(role: str, original: tuple[int, int], target: tuple[int, int]) -> None:
+    """An image blown up more than twice has little detail for the result to keep: say so."""
+    if max(target) > 2 * max(original):
+        log.warning("the %s image is %dx%d px and is enlarged to %dx%d px: expect a blurry result "
+                    "(use a larger image, or a smaller size=)", role, *original, *target)
+
+
+def check_output_dir(output_dir: Path, steps: int, resuming: bool = False) -> Path | None:
+    """Never overwrite a finished run, unless resuming it for more steps (resume=DIR steps=N);
+    return the checkpoint to continue from, if any."""
     checkpoint = checkpoint_path(output_dir)
+    if (output_dir / "final.png").exists():
+        if not resuming:
+            raise UserError(f"{output_dir} already holds a finished run (final.png); refusing to overwrite it")
+        metrics = output_dir / "metrics.json"
+        done = json.loads(metrics.read_text()).get("steps", steps) if metrics.is_file() else steps
+        if not checkpoint.is_file() or steps <= done:
+            raise UserError(f"{output_dir} already holds a finished run (final.png); refusing to overwrite it")
     return checkpoint if checkpoint.is_file() else None
 
 
-def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
+def export_result(image: torch.Tensor, output: str) -> Path:
+    """The result also written to `output=FILE`, in the format its name says."""
+    path = resolve_input_path(output)
+    fmt = OUTPUT_FORMATS[path.suffix.lower()]
+    temporary = path.with_name(f".{path.name}.tmp")
+    to_pil(image).save(temporary, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    os.replace(temporary, path)
+    return path
+
+
+def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: list[pl.Callback] | None = None,
+            resuming: bool = False) -> dict[str, Any]:
     """Run one style transfer described by `cfg`, writing its results into `output_dir`.
 
     If `output_dir` holds a checkpoint of an unfinished run (a resume, or a requeued cluster
@@ -363,8 +432,10 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
     """
     validate(cfg)
     output_dir = Path(output_dir)
-    resume_from = check_output_dir(output_dir)
+    resume_from = check_output_dir(output_dir, cfg.steps, resuming)
     output_dir.mkdir(parents=True, exist_ok=True)
+    log.info("%s: %s in the style of %s, %d px, %d steps", "continuing" if resume_from else "starting",
+             cfg.content.path, cfg.style.path, cfg.size, cfg.steps, extra={"file_only": True})
 
     plan = pyramid_plan(cfg)
     levels: list[dict[str, Any]] = []
@@ -373,19 +444,21 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
     else:
         module, levels = coarse_to_fine(cfg, plan, output_dir, resume_from)
     stop = StopOnSignal()
-    callbacks = [*run_callbacks(cfg, output_dir), Checkpointer(cfg.checkpoint_every, output_dir), stop, *(extra_callbacks or [])]
+    clock = RunClock()  # the run's seconds, across interruptions and resumes
+    label = f"level {len(plan)}/{len(plan)}" if len(plan) > 1 else ""
+    callbacks = [*run_callbacks(cfg, output_dir, label), Checkpointer(cfg.checkpoint_every, output_dir), stop, clock,
+                 *(extra_callbacks or [])]
     trainer = make_trainer(cfg, output_dir, callbacks)
     if resume_from:
         log.info("continuing %s from %s", output_dir, resume_from)
     succeeded = False
     try:
-        started = time.perf_counter()
         try:
             fit(trainer, module, cfg.steps, resume_from)
         except FloatingPointError as error:
-            keep_last_good(module, trainer, output_dir, time.perf_counter() - started, str(error))
+            keep_last_good(module, trainer, output_dir, clock.seconds(), str(error))
             raise RunStopped(f"{error}: saved {output_dir / 'last_good.png'} and metrics.json", exit_code=3) from error
-        wall_seconds = time.perf_counter() - started
+        wall_seconds = clock.seconds()
         if stop.received is not None:
             save_checkpoint(trainer, output_dir)
             save_image(module.image, output_dir / "interrupted.png")
@@ -404,8 +477,16 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
         metrics = collect_metrics(module, final, trainer.global_step, wall_seconds)
         if levels:
             add_levels(metrics, levels, module, trainer.global_step, wall_seconds, final)
+        if cfg.get("output"):
+            metrics["output"] = str(export_result(module.image, cfg.output))
         write_metrics(output_dir, metrics)
         log_final(trainer, module, metrics, output_dir)
+        if cfg.checkpoint_every > 0:
+            save_checkpoint(trainer, output_dir)  # so that `resume=DIR steps=N` can continue the finished run
+        extra = f" and {metrics['output']}" if "output" in metrics else ""
+        metrics["result_line"] = (f"result: {output_dir / 'final.png'}{extra} ({metrics['steps']} steps, "
+                                  f"{metrics['wall_seconds']:.0f} s; loss.png, metrics.json, run.log in {output_dir})")
+        log.info("%s", metrics["result_line"], extra={"file_only": True})  # the command prints it
         succeeded = True
     finally:
         close_loggers(trainer, succeeded)  # a W&B run is finished, with exit code 1 on failure
@@ -452,12 +533,24 @@ def collect_metrics(module: StyleTransfer, final: dict[str, float], steps: int, 
     }
 
 
+class StepsLoader(torch.utils.data.DataLoader):
+    """One dummy batch per optimiser step: the image itself is the only 'data'.
+
+    Resumable (the state_dict interface) because its batches hold nothing to resume: this
+    tells Lightning so, instead of its warning about unreliable results."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
 def steps_loader(steps: int) -> torch.utils.data.DataLoader:
-    """One dummy batch per optimiser step: the image itself is the only 'data'."""
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(steps)), batch_size=1)
+    return StepsLoader(torch.utils.data.TensorDataset(torch.zeros(steps)), batch_size=1)
 
 
-# -- coarse to fine (pyramid=factor2 | sqrt2; src/pyramid.py) -------------------------------
+# -- coarse to fine (pyramid=factor2 | sqrt2; src/nst/pyramid.py) -------------------------------
 
 PYRAMID_FILE = "pyramid.json"
 
@@ -483,17 +576,19 @@ def coarse_to_fine(cfg: DictConfig, plan: list[tuple[int, int]], output_dir: Pat
         for index, (size, steps) in enumerate(plan[:-1]):
             module = build_module(cfg, size=size, coarse=image, inputs=inputs, backbone=backbone)
             backbone = module.backbone
-            image, record = run_level(cfg, module, steps, output_dir, f"pyramid level {index + 1} of {len(plan)} ({size} px)")
+            image, record = run_level(cfg, module, steps, output_dir, f"pyramid level {index + 1} of {len(plan)} ({size} px)",
+                                      label=f"level {index + 1}/{len(plan)}")
             levels.append(record)
         (output_dir / PYRAMID_FILE).write_text(json.dumps(levels, indent=2))
     # On a resume no level ran: build_module loads the backbone (with the configured dtype).
     return build_module(cfg, coarse=image, inputs=inputs, backbone=backbone), levels
 
 
-def run_level(cfg: DictConfig, module: StyleTransfer, steps: int, output_dir: Path, name: str) -> tuple[torch.Tensor, dict[str, Any]]:
+def run_level(cfg: DictConfig, module: StyleTransfer, steps: int, output_dir: Path, name: str,
+              label: str = "") -> tuple[torch.Tensor, dict[str, Any]]:
     """One coarse level: optimise `steps` steps without loggers or checkpoints; return its result."""
     stop = StopOnSignal()
-    trainer = pl.Trainer(**trainer_settings(cfg, steps, output_dir), logger=False, callbacks=[stop, *loss_callbacks()])
+    trainer = pl.Trainer(**trainer_settings(cfg, steps, output_dir), logger=False, callbacks=[stop, *loss_callbacks(label)])
     started = time.perf_counter()
     try:
         fit(trainer, module, steps)
