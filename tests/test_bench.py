@@ -3,7 +3,6 @@ these tests check that, and the command line a user (or a judge with other image
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

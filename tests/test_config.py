@@ -3,12 +3,11 @@
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, run_cli
 from hydra import compose, initialize_config_dir
 
-from conftest import ROOT, run_cli
 from src.common.errors import UserError
-import src.common.paths  # noqa: F401  (registers ${asset:})
-from src.transfer.runner import validate
+from src.transfer.validate import validate
 
 
 def compose_config(*overrides):

@@ -10,15 +10,23 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import ROOT, read_metrics, run_cli
 from hydra import compose, initialize_config_dir
 
-from conftest import ROOT, read_metrics, run_cli
-from src.nst.color import chroma, color_stats, match_color, match_luminance, luminance, rgb_to_yiq, with_chroma, yiq_to_rgb
 from src.common.errors import Interrupted, UserError
 from src.common.images import load_image, load_tensor, to_tensor
+from src.nst.color import (
+    chroma,
+    color_stats,
+    luminance,
+    match_color,
+    match_luminance,
+    rgb_to_yiq,
+    with_chroma,
+    yiq_to_rgb,
+)
 from src.nst.masks import shape_mask
 from src.nst.pyramid import level_sizes, level_steps
-import src.common.paths  # noqa: F401  (registers ${asset:})
 
 FAST = ["logger=none", "device=cpu", "checkpoint_every=0"]
 # Style layers relu1_1..relu3_1 and content relu3_1: the backbone is cut after relu3_1, which
@@ -37,7 +45,7 @@ def backbone():
 
 
 def module(backbone, *overrides: str):
-    from src.transfer.runner import build_module
+    from src.transfer.build import build_module
 
     return build_module(config(*overrides), backbone=backbone)
 
@@ -330,7 +338,7 @@ def test_masked_gram_of_a_binary_mask_is_the_gram_of_its_positions():
     ],
 )
 def test_bad_control_values_are_named(override, key):
-    from src.transfer.runner import validate
+    from src.transfer.validate import validate
 
     extra = ["pyramid=factor2"] if override.startswith("pyramid.steps") else []
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
@@ -338,7 +346,7 @@ def test_bad_control_values_are_named(override, key):
 
 
 def test_style_scale_and_style_size_together_are_refused():
-    from src.transfer.runner import validate
+    from src.transfer.validate import validate
 
     with pytest.raises(UserError, match="style_scale.*style_size"):
         validate(config("style_scale=2", "style_size=256"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import subprocess
@@ -14,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, read_metrics, run_cli
 from hydra import compose, initialize_config_dir
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import ROOT, read_metrics, run_cli
 from src.common.errors import RunStopped, UserError
 from src.common.images import load_image
 
@@ -188,7 +188,7 @@ def test_unwritable_output_folder_is_one_line_and_exit_2(tmp_path, key):
 def test_memory_check_counts_what_the_process_already_holds():
     """The estimate is of a run's whole peak RSS (Python and torch included), so a run may
     reach what the system has available plus what the process holds already."""
-    from src.common.memory import available_bytes, resident_bytes
+    from src.common.devices import available_bytes, resident_bytes
 
     held = resident_bytes()
     assert held > 100 * 2**20  # torch is loaded

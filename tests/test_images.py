@@ -6,7 +6,13 @@ import torch
 from PIL import Image
 
 from src.common.errors import UserError
-from src.common.images import load_image, load_tensor, save_image, size_for_long_side, to_tensor
+from src.common.images import (
+    load_image,
+    load_tensor,
+    save_image,
+    size_for_long_side,
+    to_tensor,
+)
 
 
 def write(tmp_path, name, image, **kwargs):

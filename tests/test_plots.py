@@ -10,12 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import ROOT
-from src.render.contact_sheet import FAILED_FILL, GAP, MISSING_FILL, PAD, fit_size, plot_losses, write_progress_gif
-from src.sweeps.job import contact_sheet, pretty_value, read_sweep, write_report
+from src.render.contact_sheet import FAILED_FILL, GAP, MISSING_FILL, PAD
+from src.render.gif import write_progress_gif
+from src.render.loss_plot import plot_losses
+from src.render.text import fit_size, pretty_value
+from src.sweeps.read import read_sweep
+from src.sweeps.report import contact_sheet, write_report
 
 COLOURS = [(220, 40, 40), (40, 180, 60), (40, 80, 220), (230, 200, 30), (150, 60, 200), (30, 200, 200),
            (250, 130, 20), (120, 120, 120)]
@@ -164,7 +168,6 @@ def test_progress_gif_enlarges_tiny_images_and_holds_the_result(tmp_path):
 def test_failed_run_still_draws_how_far_it_got(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    import src.run  # noqa: F401  (registers the config schema and resolvers, as the command line does)
     from src.transfer.module import StyleTransfer
     from src.transfer.runner import stylize
 

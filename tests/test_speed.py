@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import ROOT
 from hydra import compose, initialize_config_dir
 
-from conftest import ROOT
-from src.backbone.vgg import build_backbone, has_fast_bfloat16, resolve_compute_dtype
+from src.backbone.vgg import build_backbone
+from src.common.devices import has_fast_bfloat16, resolve_compute_dtype
 from src.common.errors import UserError
 from src.nst.lbfgs import LBFGS, filtered, frequency_bands
 from src.nst.losses import gram_matrix
-from src.transfer.runner import build_module, stylize
+from src.transfer.build import build_module
+from src.transfer.runner import stylize
 
 LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1"]
 

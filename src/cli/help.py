@@ -203,7 +203,9 @@ def help_text(config_name: str, overrides: list[str] | None = None) -> str:
     """The whole help page for conf/<config_name>.yaml, with `overrides` applied."""
     from hydra import compose, initialize_config_dir
 
-    import src.transfer.schema  # noqa: F401  (registers the typed schema)
+    from src.cli.app import configure
+
+    configure()  # the typed schema and the ${asset:} resolver
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name, overrides=list(overrides or []), return_hydra_config=True)

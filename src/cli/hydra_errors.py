@@ -113,7 +113,9 @@ def config_keys(config_name: str) -> list[str]:
 
     from src.cli.help import CONF_DIR, group_choices
 
-    import src.transfer.schema  # noqa: F401  (registers the typed schema)
+    from src.cli.app import configure
+
+    configure()  # the typed schema and the ${asset:} resolver
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name)

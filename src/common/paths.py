@@ -34,8 +34,9 @@ def resolve_input_path(path: str | os.PathLike) -> Path:
     return path if path.is_absolute() else launch_dir() / path
 
 
-# `${asset:content/tubingen.jpg}` in the presets: works from any launch directory.
-OmegaConf.register_new_resolver("asset", asset_path, replace=True)
+def register_resolvers() -> None:
+    """`${asset:content/tubingen.jpg}` in the presets: works from any launch directory."""
+    OmegaConf.register_new_resolver("asset", asset_path, replace=True)
 
 
 def path_problem(path: str | os.PathLike) -> str | None:

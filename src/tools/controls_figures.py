@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from src.common.images import load_image
 from src.common.paths import PROJECT_ROOT, asset_path
-from src.render.contact_sheet import font, wrap
+from src.render.text import font, wrap
 
 RUNS = PROJECT_ROOT / "outputs" / "controls"
 SKY = "docs/images/tubingen_sky_mask.png"

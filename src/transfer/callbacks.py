@@ -15,13 +15,14 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import CSVLogger
 
 from src.common.images import save_image, to_pil
+from src.render.gif import write_progress_gif
+from src.render.loss_plot import plot_losses
+from src.render.text import pretty_value
 from src.transfer.loggers import flatten, log_config, log_image, log_summary
-from src.render.contact_sheet import plot_losses, write_progress_gif
-from src.sweeps.job import pretty_value
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ def wandb_logger(save_dir: str, project: str, name: str | None = None, group: st
     In a sweep each job is its own run, named after the overrides that the sweep varies and
     grouped by the sweep's folder.
     """
-    from src.sweeps.job import current_job
+    from src.transfer.hydra_job import current_job
 
     job = current_job()
     mode = mode or os.environ.get("WANDB_MODE") or choose_mode()

@@ -98,4 +98,6 @@ class StyleTransferConfig:
     resume: Optional[str] = None
 
 
-ConfigStore.instance().store(name="style_transfer_schema", node=StyleTransferConfig)
+def register_schema() -> None:
+    """Make the schema known to Hydra as `style_transfer_schema` (conf/config.yaml's first default)."""
+    ConfigStore.instance().store(name="style_transfer_schema", node=StyleTransferConfig)

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.backbone.receptive_field import ReceptiveField, backbone_receptive_fields
 from src.backbone.vgg import VGG19Features
 from src.common.errors import UserError
-from src.backbone.receptive_field import ReceptiveField, backbone_receptive_fields
 from src.units.grid import PAD_COLOUR
 
 

@@ -21,17 +21,28 @@ from PIL import Image
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from src.backbone.vgg import VGG19Features, build_backbone, check_layer_names, deepest_layer
+from src.backbone.receptive_field import backbone_receptive_fields
+from src.backbone.vgg import (
+    VGG19Features,
+    build_backbone,
+    check_layer_names,
+    deepest_layer,
+)
+from src.common.devices import target_device
 from src.common.errors import UserError
 from src.common.images import load_image, resize, save_image, to_pil
 from src.common.paths import ASSETS_DIR, resolve_input_path
-from src.backbone.receptive_field import backbone_receptive_fields
-from src.common.memory import target_device
 from src.units.grid import crop_patch, layer_grid, side_by_side
 from src.units.search import (
-    LayerTopK, ScaledImages, SearchResult, auto_scales, check_scales, find_images, layer_channels, search_units,
+    LayerTopK,
+    ScaledImages,
+    SearchResult,
+    auto_scales,
+    check_scales,
+    find_images,
+    layer_channels,
+    search_units,
 )
-
 
 
 def layer_list(cfg: DictConfig) -> list[str]:

@@ -1,0 +1,104 @@
+"""Coarse to fine (pyramid=factor2 | sqrt2): the coarse levels of a run, each started from the last."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from src.common.errors import Interrupted, RunStopped
+from src.common.images import (
+    save_image,
+)
+from src.nst.pyramid import describe, level_sizes, level_steps
+from src.transfer.build import build_module
+from src.transfer.callbacks import loss_callbacks
+from src.transfer.checkpoints import (
+    StopOnSignal,
+)
+from src.transfer.inputs import load_inputs
+from src.transfer.metrics import keep_last_good
+from src.transfer.module import StyleTransfer
+from src.transfer.trainer import fit, trainer_settings
+
+log = logging.getLogger(__name__)
+
+
+def pyramid_config(cfg: DictConfig) -> DictConfig:
+    return cfg.get("pyramid") or OmegaConf.create({"levels": 1, "factor": 2.0, "steps": None})
+
+
+def pyramid_plan(cfg: DictConfig) -> list[tuple[int, int]]:
+    """(long side, steps) of each level, coarsest first; one level without a pyramid."""
+    pyramid = pyramid_config(cfg)
+    steps = OmegaConf.to_object(pyramid.steps) if OmegaConf.is_config(pyramid.steps) else pyramid.steps
+    sizes = level_sizes(cfg.size, pyramid.levels, pyramid.factor)
+    return list(zip(sizes, level_steps(cfg.steps, pyramid.levels, steps)))
+
+
+PYRAMID_FILE = "pyramid.json"
+
+
+def coarse_to_fine(cfg: DictConfig, plan: list[tuple[int, int]], output_dir: Path,
+                   resume_from: Path | None) -> tuple[StyleTransfer, list[dict[str, Any]]]:
+    """Run every level but the finest, each from the previous one's result upsampled, and
+    return the finest level's module (started from the last result) and what each level did.
+
+    The coarse levels are quick and are neither logged nor checkpointed: a stop during them
+    saves interrupted.png and asks for a new run; a resume continues the finest level from
+    its checkpoint without running them again.
+    """
+    inputs = load_inputs(cfg)
+    backbone = None
+    levels: list[dict[str, Any]] = []
+    image = None
+    if resume_from is not None:
+        saved = output_dir / PYRAMID_FILE
+        levels = json.loads(saved.read_text()) if saved.is_file() else []
+    else:
+        log.info("coarse to fine: %s", describe(*zip(*plan)))
+        for index, (size, steps) in enumerate(plan[:-1]):
+            module = build_module(cfg, size=size, coarse=image, inputs=inputs, backbone=backbone)
+            backbone = module.backbone
+            image, record = run_level(cfg, module, steps, output_dir, f"pyramid level {index + 1} of {len(plan)} ({size} px)",
+                                      label=f"level {index + 1}/{len(plan)}")
+            levels.append(record)
+        (output_dir / PYRAMID_FILE).write_text(json.dumps(levels, indent=2))
+    # On a resume no level ran: build_module loads the backbone (with the configured dtype).
+    return build_module(cfg, coarse=image, inputs=inputs, backbone=backbone), levels
+
+
+def run_level(cfg: DictConfig, module: StyleTransfer, steps: int, output_dir: Path, name: str,
+              label: str = "") -> tuple[torch.Tensor, dict[str, Any]]:
+    """One coarse level: optimise `steps` steps without loggers or checkpoints; return its result."""
+    stop = StopOnSignal()
+    trainer = pl.Trainer(**trainer_settings(cfg, steps, output_dir), logger=False, callbacks=[stop, *loss_callbacks(label)])
+    started = time.perf_counter()
+    try:
+        fit(trainer, module, steps)
+    except FloatingPointError as error:
+        keep_last_good(module, trainer, output_dir, time.perf_counter() - started, f"{name}: {error}")
+        raise RunStopped(f"{name}: {error}: saved {output_dir / 'last_good.png'} and metrics.json", exit_code=3) from error
+    seconds = time.perf_counter() - started
+    result = module.output_image().detach().cpu().clone()
+    if stop.received is not None:
+        save_image(result, output_dir / "interrupted.png")
+        raise Interrupted(
+            f"stopped by {stop.signal_name} during {name}, before the finest level; saved interrupted.png. "
+            "Coarse levels are not checkpointed: run the same command again to start over",
+            exit_code=128 + stop.received,
+        )
+    final = module.evaluate_image(result)
+    height, width = result.shape[-2:]
+    log.info("%s: %d steps in %.1f s, loss %.4g -> %.4g", name, trainer.global_step, seconds,
+             module.initial_losses["loss/total"], final["loss/total"])
+    record = {"height": int(height), "width": int(width), "steps": int(trainer.global_step), "wall_seconds": seconds,
+              "initial": {k: module.initial_losses[f"loss/{k}"] for k in ("total", "content", "style", "tv")},
+              "final": {k: final[f"loss/{k}"] for k in ("total", "content", "style", "tv")}}
+    return result, record
