@@ -281,7 +281,8 @@ def test_output_file_in_each_format_and_the_result_line(tmp_path):
     ("optimizer.max_step=-1", ["optimizer.max_step=-1", "> 0"]),
     ("optimizer.precondition=fancy", ["optimizer.precondition=fancy", "spectral or none"]),
     ("+optimizer.lrr=1", ["optimizer.lrr", "no such option"]),
-    ("device.precision=16-true", ["device.precision=16-true", "32-true or 64-true"]),
+    ("device.precision=16-true", ["device.precision=16-true", "must be 32-true", "compute_dtype=bfloat16"]),
+    ("device.precision=64-true", ["device.precision=64-true", "must be 32-true"]),
     ("device.precision=fp8", ["device.precision=fp8"]),
     ("bta=1e4", ["bta=1e4", "no such key", "did you mean beta"]),
     ("size=big", ["size=big", "must be an integer"]),
@@ -347,3 +348,11 @@ def test_progress_bar_fits_80_columns():
     terms = {"loss/total": 8.44e8, "loss/content": 5.92e7, "loss/style": 7.85e8, "loss/tv": 1.2e5}
     assert compact_terms(terms) == "loss 8.4e8 (c 5.9e7 s 7.8e8 tv 1.2e5)"
     assert compact_terms({"loss/total": 3.0, "loss/content": 0.0, "loss/style": 3.0, "loss/tv": 0.0}) == "loss 3 (s 3)"
+
+
+def test_unit_visualisation_says_when_units_have_fewer_patches_than_k(tmp_path):
+    result = run_cli("data.scales=[64]", "layer_names=[relu5_1]", "num_units=2", "k=9", "data.limit=2", "device=cpu",
+                     f"hydra.run.dir={tmp_path / 'v'}", module="src.visualize", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "relu5_1: 2 of 2 units have fewer than 9 patches" in result.stderr
+    assert "GPU available" not in result.stderr + result.stdout

@@ -77,7 +77,8 @@ def describe(error: BaseException, overrides: Sequence[str], keys: Callable[[], 
             return f"{group}={choice}: no such choice{listed}{did_you_mean(choice, options)}"
         match = NO_GROUP.search(message)
         if match:
-            return f"{match.group('group')}: no such config group{did_you_mean(match.group('group'), keys())} ({help_hint})"
+            group = match.group("group")
+            return f"{group}: no such config group{did_you_mean(group, keys())} ({help_hint})"
     match = COULD_NOT_OVERRIDE.search(message)
     if match:
         key = match.group("key")
@@ -111,9 +112,8 @@ def config_keys(config_name: str) -> list[str]:
     from hydra import compose, initialize_config_dir
     from omegaconf import DictConfig
 
-    from src.cli.help import CONF_DIR, group_choices
-
     from src.cli.app import configure
+    from src.cli.help import CONF_DIR, group_choices
 
     configure()  # the typed schema and the ${asset:} resolver
 

@@ -66,7 +66,7 @@ class BackboneConfig:
 @dataclass
 class DeviceConfig:
     accelerator: str = "auto"  # cpu | gpu | auto
-    precision: str = "32-true"  # 32-true, or 64-true (float64 image and losses: slower, for checks)
+    precision: str = "32-true"  # only 32-true; device.compute_dtype=bfloat16 is the fast path
     compute_dtype: str = "auto"  # the backbone's: auto (bfloat16 where fast, else float32) | float32 | bfloat16
 
 

@@ -24,10 +24,10 @@ from src.transfer.coarse_to_fine import pyramid_config
 from src.transfer.inputs import INIT_KINDS, style_entries
 from src.transfer.optimizer_check import check_optimizer
 
-# 32-true: the default. 64-true: float64 image, optimizer and losses (the backbone stays in
-# device.compute_dtype). Lightning's 16/bf16/mixed/transformer-engine plugins refuse L-BFGS's
-# closure or would halve the image's precision: device.compute_dtype=bfloat16 is the fast path.
-PRECISIONS = ("32-true", "64-true")
+# Lightning's precision plugins: 16/bf16-mixed refuse L-BFGS's closure, 16/bf16-true would halve
+# the image's precision, 64-true casts the bfloat16 backbone to float64 against its inputs.
+# The image and losses are float32; device.compute_dtype=bfloat16 is the fast path.
+PRECISIONS = ("32-true",)
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
@@ -48,8 +48,8 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"backbone.weights={cfg.backbone.weights!r}: must be one of caffe, torchvision")
     target_device(cfg.device.accelerator)  # a known device, and a GPU only where there is one
     if str(cfg.device.precision) not in PRECISIONS:
-        raise UserError(f"device.precision={cfg.device.precision}: must be 32-true or 64-true; for faster arithmetic "
-                        "use device.compute_dtype=bfloat16 (Lightning's 16-bit and mixed modes do not fit L-BFGS)")
+        raise UserError(f"device.precision={cfg.device.precision}: must be 32-true; for faster arithmetic use "
+                        "device.compute_dtype=bfloat16 (the backbone in bfloat16, the image and losses in float32)")
     resolve_compute_dtype(cfg.device.compute_dtype, torch.device("cpu"))  # names the key if it is wrong
     for key in ("alpha", "beta", "tv_weight"):
         value = cfg[key]
