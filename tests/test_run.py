@@ -40,7 +40,8 @@ def test_default_command_writes_all_outputs_and_loss_falls(tmp_path):
     # the progress bar shows step/total and the main terms, in 80 columns; the last line names the result
     assert "30/30 |" in result.stdout and " (c " in result.stdout and " s " in result.stdout
     assert "Epoch" not in result.stdout
-    assert max(len(line) for line in result.stdout.replace("\r", "\n").splitlines()) <= 80
+    bar_lines = [line for line in result.stdout.replace("\r", "\n").splitlines() if " left" in line]
+    assert bar_lines and max(len(line) for line in bar_lines) <= 80
     assert result.stdout.strip().splitlines()[-1].startswith(f"result: {run_dir / 'final.png'}")
 
 
