@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from src.cli.entry import interrupted_while_starting, run_main
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
+try:  # Ctrl-C while the libraries load is one line, not a traceback
+    from typing import Any
 
-from src.cli.app import configure, run_app
-from src.sweeps.job import run_sweep_job
-from src.transfer.resume import resumed_run
-from src.transfer.runner import stylize
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import DictConfig
+
+    from src.cli.app import configure, run_app
+    from src.sweeps.job import run_sweep_job
+    from src.transfer.resume import resumed_run
+    from src.transfer.runner import stylize
+except KeyboardInterrupt:
+    interrupted_while_starting()
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -23,12 +28,22 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         # One job of a sweep: a failure is recorded and reported at the end, not raised,
         # so that it stops neither the other jobs nor the sweep's contact sheet.
         return run_sweep_job(stylize, cfg, hydra_cfg.runtime.output_dir)
-    if cfg.resume:
-        names_device = any(o.lstrip("+~").startswith("device") for o in hydra_cfg.overrides.task)
-        return run_app(lambda: stylize(*resumed_run(cfg.resume, cfg.device if names_device else None)))
-    return run_app(lambda: stylize(cfg, hydra_cfg.runtime.output_dir))
+    output_dir = hydra_cfg.runtime.output_dir
+
+    def work() -> dict[str, Any]:
+        if cfg.resume:  # in the run's own folder (src/cli/argv.py), with the overrides it may take
+            resumed, folder = resumed_run(cfg, [str(o) for o in hydra_cfg.overrides.task])
+            return stylize(resumed, folder, resuming=True)
+        return stylize(cfg, output_dir)
+
+    metrics = run_app(work, output_dir)
+    print(metrics["result_line"])
+    return metrics
 
 
 if __name__ == "__main__":
-    configure()
-    main()
+    try:
+        configure()
+    except KeyboardInterrupt:
+        interrupted_while_starting()
+    run_main(main, "config", "src.run")

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+from src.cli.entry import interrupted_while_starting, run_main
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+try:  # Ctrl-C while the libraries load is one line, not a traceback
+    from typing import Any
 
-from src.cli.app import configure, run_app
-from src.units.app import visualize
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import DictConfig
+
+    from src.cli.app import configure, run_app
+    from src.units.app import visualize
+except KeyboardInterrupt:
+    interrupted_while_starting()
 
 
 @hydra.main(config_path="../conf", config_name="visualize", version_base="1.3")
 def main(cfg: DictConfig) -> dict[str, Any]:
     configure()  # again in a launcher's worker process, which does not run the lines below
-    return run_app(lambda: visualize(cfg, HydraConfig.get().runtime.output_dir))
+    output_dir = HydraConfig.get().runtime.output_dir
+    return run_app(lambda: visualize(cfg, output_dir), output_dir)
 
 
 if __name__ == "__main__":
-    configure()
-    main()
+    try:
+        configure()
+    except KeyboardInterrupt:
+        interrupted_while_starting()
+    run_main(main, "visualize", "src.visualize")

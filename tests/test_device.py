@@ -111,5 +111,5 @@ def test_a_resume_may_name_another_device(tmp_path):
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
     kept, folder = resumed_run(str(tmp_path))
     assert (kept.device.accelerator, folder) == ("gpu", tmp_path)
-    moved, _ = resumed_run(str(tmp_path), config("device=cpu").device)
+    moved, _ = resumed_run(config(f"resume={tmp_path}", "device=cpu"), ["device=cpu", f"resume={tmp_path}"])
     assert moved.device.accelerator == "cpu" and moved.size == 40

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from src.nst.losses import content_loss, gram_matrix, style_loss, tv_loss
+from src.nst.losses import TV_SCALE, content_loss, gram_matrix, style_loss, tv_loss
 
 
 def test_gram_matrix_matches_explicit_sum():
@@ -46,7 +46,7 @@ def test_tv_loss():
     assert tv_loss(flat).item() == 0.0
     stripes = torch.zeros(1, 3, 8, 8)
     stripes[..., ::2] = 1.0  # every horizontal neighbour differs by 1, vertical by 0
-    torch.testing.assert_close(tv_loss(stripes), torch.tensor(1.0))
+    torch.testing.assert_close(tv_loss(stripes), torch.tensor(1.0 * TV_SCALE))
 
 
 # -- other style losses (style_loss=mean_cov | histogram) and masks -------------------------

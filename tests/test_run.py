@@ -37,7 +37,12 @@ def test_default_command_writes_all_outputs_and_loss_falls(tmp_path):
     assert [int(row["step"]) for row in rows] == list(range(30))
     assert float(rows[0]["loss/total"]) == pytest.approx(metrics["initial"]["total"], rel=1e-6)
     # the progress bar shows the main terms of each step
-    assert "loss/total=" in result.stdout and "loss/style=" in result.stdout
+    # the progress bar shows step/total and the main terms, in 80 columns; the last line names the result
+    assert "30/30 |" in result.stdout and " (c " in result.stdout and " s " in result.stdout
+    assert "Epoch" not in result.stdout
+    bar_lines = [line for line in result.stdout.replace("\r", "\n").splitlines() if " left" in line]
+    assert bar_lines and max(len(line) for line in bar_lines) <= 80
+    assert result.stdout.strip().splitlines()[-1].startswith(f"result: {run_dir / 'final.png'}")
 
 
 def test_same_command_twice_gives_identical_image(tmp_path):

@@ -288,7 +288,7 @@ def test_unit_out_of_range(units, message, planted_folder, tmp_path):
 def test_command_line_error_is_one_line(tmp_path):
     result = run_cli("data.dir=no_such_folder", f"hydra.run.dir={tmp_path}", module="src.visualize", timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: image folder not found")
+    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: data.dir: image folder not found")
 
 
 # -- activation maximisation ------------------------------------------------------------------------

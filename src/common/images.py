@@ -14,6 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from src.common.errors import UserError
 from src.common.files import atomic_path
+from src.common.paths import path_problem
 
 # Refuse images whose decoded size would not fit comfortably in memory (PIL's own bomb
 # check warns at ~89 Mpx and errors at twice that; we error at the warning level).
@@ -24,8 +25,9 @@ MIN_SIZE = 32
 def check_image_file(path: str | os.PathLike, role: str) -> Path:
     """Fail with a one-line message if `path` is not a readable image file."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"{role} image not found: {path}")
+    problem = path_problem(path)
+    if problem is not None:
+        raise UserError(f"{role} image {problem}: {path}")
     if path.is_dir():
         raise UserError(f"{role} image path is a directory, not a file: {path}")
     if path.stat().st_size == 0:

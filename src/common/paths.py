@@ -37,3 +37,22 @@ def resolve_input_path(path: str | os.PathLike) -> Path:
 def register_resolvers() -> None:
     """`${asset:content/tubingen.jpg}` in the presets: works from any launch directory."""
     OmegaConf.register_new_resolver("asset", asset_path, replace=True)
+
+
+def path_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` cannot be opened, in words ("not found", "is a symbolic link loop", ...), or None."""
+    import errno
+
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"is a broken symbolic link (to {os.readlink(path)})"
+        return "not found"
+    except PermissionError:
+        return "cannot be read (permission denied)"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "is a symbolic link loop"
+        return f"cannot be read ({error.strerror or error})"
+    return None

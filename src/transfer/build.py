@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytorch_lightning as pl
 import torch
 from typing import Callable
@@ -27,6 +29,15 @@ from src.transfer.inputs import (
 from src.transfer.memory import check_fits, check_large_enough
 from src.transfer.module import Style, StyleTransfer
 
+log = logging.getLogger(__name__)
+
+
+def warn_if_enlarged(role: str, original: tuple[int, int], target: tuple[int, int]) -> None:
+    """An image blown up more than twice has little detail for the result to keep: say so."""
+    if max(target) > 2 * max(original):
+        log.warning("the %s image is %dx%d px and is enlarged to %dx%d px: expect a blurry result "
+                    "(use a larger image, or a smaller size=)", role, *original, *target)
+
 
 def build_module(
     cfg: DictConfig,
@@ -48,6 +59,8 @@ def build_module(
     inputs = inputs or load_inputs(cfg)
     # Sizes are checked before resizing: an impossible size must not allocate anything.
     width, height = size_for_long_side(*inputs.content.size, size)
+    if size == cfg.size:
+        warn_if_enlarged("content", inputs.content.size, (width, height))
     style_long = style_long_side(cfg, size)
     style_sizes = [size_for_long_side(*style.image.size, style_long) for style in inputs.styles]
     layers = [*cfg.layers.content, *cfg.layers.style]

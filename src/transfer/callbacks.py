@@ -8,6 +8,7 @@ the resolved config, the final image and the final metrics.
 from __future__ import annotations
 
 import logging
+import time
 import math
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 
 from src.common.images import save_image, to_pil
@@ -50,7 +50,15 @@ class Snapshots(pl.Callback):
         if self.every > 0 and step % self.every == 0:
             self.save(trainer, module, step)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"frames": [(step, str(path)) for step, path in self.frames]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """A resumed run's progress.gif starts with the snapshots taken before the stop."""
+        self.frames = [(int(step), Path(path)) for step, path in state.get("frames", []) if Path(path).is_file()]
+
     def save(self, trainer: pl.Trainer, module: pl.LightningModule, step: int) -> None:
+        self.frames = [frame for frame in self.frames if frame[0] != step]
         path = save_image(module.image, self.directory / f"step_{step:05d}.png")
         self.frames.append((step, path))
         image = to_pil(module.image)
@@ -72,6 +80,32 @@ class LossHistory(pl.Callback):
     def __init__(self) -> None:
         self.history: dict[str, list[tuple[int, float]]] = {}
         self.latest: dict[str, float] = {}
+        self.restored = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """A resumed run: the steps before the checkpoint, for loss.png and the CSV file."""
+        self.history = {key: [(int(step), float(value)) for step, value in points]
+                        for key, points in state.get("history", {}).items()}
+        self.restored = True
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """A resumed run's csv/metrics.csv (which Lightning's CSV logger starts anew) gets the rows
+        before the checkpoint back, so that it is the file an uninterrupted run writes."""
+        if not self.restored:
+            return
+        rows: dict[int, dict[str, float]] = {}
+        for key, points in self.history.items():
+            for step, value in points:
+                if step < trainer.global_step:
+                    rows.setdefault(step, {})[key] = value
+        for logger in trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                for step in sorted(rows):
+                    logger.log_metrics(rows[step], step=step)
+                logger.save()
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: object) -> None:
         terms = module.step_terms
@@ -156,23 +190,36 @@ def write_run_pictures(trainer: pl.Trainer, module: pl.LightningModule, output_d
         log.warning("could not write %s: %s", PROGRESS_GIF, error)
 
 
-class LossProgressBar(TQDMProgressBar):
-    """Lightning's progress bar, showing the main loss terms of the last step."""
+class RunClock(pl.Callback):
+    """The seconds a run has optimised, summed over its interruptions (kept in the checkpoint)."""
 
-    def get_metrics(self, trainer: pl.Trainer, module: pl.LightningModule) -> dict[str, Any]:
-        history = find_callback(trainer, LossHistory)
-        latest = history.latest if history else {}
-        return {**super().get_metrics(trainer, module), **{k: latest[k] for k in PROGRESS_TERMS if k in latest}}
+    def __init__(self) -> None:
+        self.before = 0.0
+        self.started = time.perf_counter()
+
+    def setup(self, *args: Any, **kwargs: Any) -> None:
+        self.started = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.started
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.before = float(state.get("seconds", 0.0))
 
 
-def loss_callbacks() -> list[pl.Callback]:
-    """The loss terms of every step to the loggers, loss.png and the progress bar."""
-    return [LossHistory(), LossProgressBar()]
+def loss_callbacks(label: str = "") -> list[pl.Callback]:
+    """The loss terms of every step to the loggers, loss.png and the progress bar (`label`: a pyramid level)."""
+    from src.transfer.progress import StepProgressBar
+
+    return [LossHistory(), StepProgressBar(label)]
 
 
-def run_callbacks(cfg: DictConfig, output_dir: Path) -> list[pl.Callback]:
+def run_callbacks(cfg: DictConfig, output_dir: Path, label: str = "") -> list[pl.Callback]:
     """The callbacks every style-transfer run gets."""
-    return [Snapshots(cfg.snapshot_every, output_dir), *loss_callbacks(), RunRecord(cfg, output_dir)]
+    return [Snapshots(cfg.snapshot_every, output_dir), *loss_callbacks(label), RunRecord(cfg, output_dir)]
 
 
 def log_final(trainer: pl.Trainer, module: pl.LightningModule, metrics: dict[str, Any], output_dir: Path) -> None:

@@ -67,17 +67,19 @@ def coarse_to_fine(cfg: DictConfig, plan: list[tuple[int, int]], output_dir: Pat
         for index, (size, steps) in enumerate(plan[:-1]):
             module = build_module(cfg, size=size, coarse=image, inputs=inputs, backbone=backbone)
             backbone = module.backbone
-            image, record = run_level(cfg, module, steps, output_dir, f"pyramid level {index + 1} of {len(plan)} ({size} px)")
+            image, record = run_level(cfg, module, steps, output_dir, f"pyramid level {index + 1} of {len(plan)} ({size} px)",
+                                      label=f"level {index + 1}/{len(plan)}")
             levels.append(record)
         (output_dir / PYRAMID_FILE).write_text(json.dumps(levels, indent=2))
     # On a resume no level ran: build_module loads the backbone (with the configured dtype).
     return build_module(cfg, coarse=image, inputs=inputs, backbone=backbone), levels
 
 
-def run_level(cfg: DictConfig, module: StyleTransfer, steps: int, output_dir: Path, name: str) -> tuple[torch.Tensor, dict[str, Any]]:
+def run_level(cfg: DictConfig, module: StyleTransfer, steps: int, output_dir: Path, name: str,
+              label: str = "") -> tuple[torch.Tensor, dict[str, Any]]:
     """One coarse level: optimise `steps` steps without loggers or checkpoints; return its result."""
     stop = StopOnSignal()
-    trainer = pl.Trainer(**trainer_settings(cfg, steps, output_dir), logger=False, callbacks=[stop, *loss_callbacks()])
+    trainer = pl.Trainer(**trainer_settings(cfg, steps, output_dir), logger=False, callbacks=[stop, *loss_callbacks(label)])
     started = time.perf_counter()
     try:
         fit(trainer, module, steps)

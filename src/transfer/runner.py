@@ -5,9 +5,9 @@ Data flows one way: images -> backbone targets -> module -> outputs.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,10 @@ import torch
 from omegaconf import DictConfig
 
 from src.common.errors import Interrupted, RunStopped, UserError
-from src.common.images import (
-    save_image,
-)
+from src.common.images import save_image, to_pil
+from src.common.paths import resolve_input_path
 from src.transfer.build import build_module
-from src.transfer.callbacks import log_final, run_callbacks
+from src.transfer.callbacks import RunClock, log_final, run_callbacks
 from src.transfer.checkpoints import (
     Checkpointer,
     StopOnSignal,
@@ -36,19 +35,38 @@ from src.transfer.metrics import (
     write_metrics,
 )
 from src.transfer.trainer import fit, make_trainer
-from src.transfer.validate import validate
+from src.transfer.validate import OUTPUT_FORMATS, validate
 
 log = logging.getLogger(__name__)
+FILE_ONLY = {"file_only": True}  # for the run's log file only (src/cli/app.py)
 
-def check_output_dir(output_dir: Path) -> Path | None:
-    """Never overwrite a finished run; return the checkpoint to continue from, if any."""
-    if (output_dir / "final.png").exists():
-        raise UserError(f"{output_dir} already holds a finished run (final.png); refusing to overwrite it")
+
+def check_output_dir(output_dir: Path, steps: int, resuming: bool = False) -> Path | None:
+    """Never overwrite a finished run, unless resuming it for more steps (resume=DIR steps=N);
+    return the checkpoint to continue from, if any."""
     checkpoint = checkpoint_path(output_dir)
+    if (output_dir / "final.png").exists():
+        if not resuming:
+            raise UserError(f"{output_dir} already holds a finished run (final.png); refusing to overwrite it")
+        metrics = output_dir / "metrics.json"
+        done = json.loads(metrics.read_text()).get("steps", steps) if metrics.is_file() else steps
+        if not checkpoint.is_file() or steps <= done:
+            raise UserError(f"{output_dir} already holds a finished run (final.png); refusing to overwrite it")
     return checkpoint if checkpoint.is_file() else None
 
 
-def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
+def export_result(image: torch.Tensor, output: str) -> Path:
+    """The result also written to `output=FILE`, in the format its name says."""
+    path = resolve_input_path(output)
+    fmt = OUTPUT_FORMATS[path.suffix.lower()]
+    temporary = path.with_name(f".{path.name}.tmp")
+    to_pil(image).save(temporary, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    os.replace(temporary, path)
+    return path
+
+
+def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: list[pl.Callback] | None = None,
+            resuming: bool = False) -> dict[str, Any]:
     """Run one style transfer described by `cfg`, writing its results into `output_dir`.
 
     If `output_dir` holds a checkpoint of an unfinished run (a resume, or a requeued cluster
@@ -56,8 +74,10 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
     """
     validate(cfg)
     output_dir = Path(output_dir)
-    resume_from = check_output_dir(output_dir)
+    resume_from = check_output_dir(output_dir, cfg.steps, resuming)
     output_dir.mkdir(parents=True, exist_ok=True)
+    log.info("%s: %s in the style of %s, %d px, %d steps", "continuing" if resume_from else "starting",
+             cfg.content.path, cfg.style.path, cfg.size, cfg.steps, extra=FILE_ONLY)
 
     plan = pyramid_plan(cfg)
     levels: list[dict[str, Any]] = []
@@ -66,19 +86,21 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
     else:
         module, levels = coarse_to_fine(cfg, plan, output_dir, resume_from)
     stop = StopOnSignal()
-    callbacks = [*run_callbacks(cfg, output_dir), Checkpointer(cfg.checkpoint_every, output_dir), stop, *(extra_callbacks or [])]
+    clock = RunClock()  # the run's seconds, across interruptions and resumes
+    label = f"level {len(plan)}/{len(plan)}" if len(plan) > 1 else ""
+    callbacks = [*run_callbacks(cfg, output_dir, label), Checkpointer(cfg.checkpoint_every, output_dir), stop, clock,
+                 *(extra_callbacks or [])]
     trainer = make_trainer(cfg, output_dir, callbacks)
     if resume_from:
         log.info("continuing %s from %s", output_dir, resume_from)
     succeeded = False
     try:
-        started = time.perf_counter()
         try:
             fit(trainer, module, cfg.steps, resume_from)
         except FloatingPointError as error:
-            keep_last_good(module, trainer, output_dir, time.perf_counter() - started, str(error))
+            keep_last_good(module, trainer, output_dir, clock.seconds(), str(error))
             raise RunStopped(f"{error}: saved {output_dir / 'last_good.png'} and metrics.json", exit_code=3) from error
-        wall_seconds = time.perf_counter() - started
+        wall_seconds = clock.seconds()
         if stop.received is not None:
             save_checkpoint(trainer, output_dir)
             save_image(module.image, output_dir / "interrupted.png")
@@ -97,8 +119,16 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
         metrics = collect_metrics(module, final, trainer.global_step, wall_seconds)
         if levels:
             add_levels(metrics, levels, module, trainer.global_step, wall_seconds, final)
+        if cfg.get("output"):
+            metrics["output"] = str(export_result(module.image, cfg.output))
         write_metrics(output_dir, metrics)
         log_final(trainer, module, metrics, output_dir)
+        if cfg.checkpoint_every > 0:
+            save_checkpoint(trainer, output_dir)  # so that `resume=DIR steps=N` can continue the finished run
+        extra = f" and {metrics['output']}" if "output" in metrics else ""
+        metrics["result_line"] = (f"result: {output_dir / 'final.png'}{extra} ({metrics['steps']} steps, "
+                                  f"{metrics['wall_seconds']:.0f} s; loss.png, metrics.json, run.log in {output_dir})")
+        log.info("%s", metrics["result_line"], extra=FILE_ONLY)  # the command prints it
         succeeded = True
     finally:
         close_loggers(trainer, succeeded)  # a W&B run is finished, with exit code 1 on failure

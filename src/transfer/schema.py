@@ -66,7 +66,7 @@ class BackboneConfig:
 @dataclass
 class DeviceConfig:
     accelerator: str = "auto"  # cpu | gpu | auto
-    precision: str = "32-true"  # Lightning's; keep 32-true (its AMP plugins refuse L-BFGS)
+    precision: str = "32-true"  # only 32-true; device.compute_dtype=bfloat16 is the fast path
     compute_dtype: str = "auto"  # the backbone's: auto (bfloat16 where fast, else float32) | float32 | bfloat16
 
 
@@ -95,6 +95,7 @@ class StyleTransferConfig:
     seed: int = 0
     snapshot_every: int = 0
     checkpoint_every: int = 50
+    output: Optional[str] = None  # also write the result to this file (.png, .jpg/.jpeg, .tif/.tiff)
     resume: Optional[str] = None
 
 

@@ -53,6 +53,18 @@ def fit(trainer: pl.Trainer, module: StyleTransfer, steps: int, resume_from: Pat
     module.to(trainer.strategy.root_device)
 
 
+class StepsLoader(torch.utils.data.DataLoader):
+    """One dummy batch per optimiser step: the image itself is the only 'data'.
+
+    Resumable (the state_dict interface) because its batches hold nothing to resume: this
+    tells Lightning so, instead of its warning about unreliable results."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
 def steps_loader(steps: int) -> torch.utils.data.DataLoader:
-    """One dummy batch per optimiser step: the image itself is the only 'data'."""
-    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(steps)), batch_size=1)
+    return StepsLoader(torch.utils.data.TensorDataset(torch.zeros(steps)), batch_size=1)

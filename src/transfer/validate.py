@@ -7,7 +7,10 @@ import math
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+import os
+
 from src.backbone.vgg import check_layer_names
+from src.common.paths import path_problem, resolve_input_path
 from src.common.devices import resolve_compute_dtype, target_device
 from src.common.errors import UserError
 from src.common.images import (
@@ -15,10 +18,17 @@ from src.common.images import (
 )
 from src.nst.color import COLOR_MODES
 from src.nst.losses import NORMALIZATIONS, STYLE_LOSSES
-from src.nst.masks import check_shape
+from src.nst.masks import check_shape, is_shape
 from src.nst.pyramid import check_steps, level_sizes
 from src.transfer.coarse_to_fine import pyramid_config
 from src.transfer.inputs import INIT_KINDS, style_entries
+from src.transfer.optimizer_check import check_optimizer
+
+# Lightning's precision plugins: 16/bf16-mixed refuse L-BFGS's closure, 16/bf16-true would halve
+# the image's precision, 64-true casts the bfloat16 backbone to float64 against its inputs.
+# The image and losses are float32; device.compute_dtype=bfloat16 is the fast path.
+PRECISIONS = ("32-true",)
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
 def validate(cfg: DictConfig) -> None:
@@ -37,6 +47,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.backbone.weights not in ("caffe", "torchvision"):
         raise UserError(f"backbone.weights={cfg.backbone.weights!r}: must be one of caffe, torchvision")
     target_device(cfg.device.accelerator)  # a known device, and a GPU only where there is one
+    if str(cfg.device.precision) not in PRECISIONS:
+        raise UserError(f"device.precision={cfg.device.precision}: must be 32-true; for faster arithmetic use "
+                        "device.compute_dtype=bfloat16 (the backbone in bfloat16, the image and losses in float32)")
     resolve_compute_dtype(cfg.device.compute_dtype, torch.device("cpu"))  # names the key if it is wrong
     for key in ("alpha", "beta", "tv_weight"):
         value = cfg[key]
@@ -58,6 +71,33 @@ def validate(cfg: DictConfig) -> None:
     if cfg.init.kind == "image" and (OmegaConf.is_missing(cfg.init, "path") or not cfg.init.path):
         raise UserError("init=image needs init.path=<image file>")
     validate_controls(cfg)
+    check_something_to_optimise(cfg)
+    check_optimizer(cfg)
+    check_output_file(cfg)
+
+
+def check_something_to_optimise(cfg: DictConfig) -> None:
+    """A loss that is 0 whatever the image leaves nothing to optimise: the "result" would be the start."""
+    content = cfg.alpha * sum(cfg.layers.content.values())
+    style = cfg.beta * sum(cfg.layers.style.values())
+    if content == 0 and style == 0 and cfg.tv_weight == 0:
+        raise UserError(f"nothing to optimise: alpha={cfg.alpha} (x content layer weights), beta={cfg.beta} (x style "
+                        f"layer weights) and tv_weight={cfg.tv_weight} make the loss 0; give one of them a value > 0")
+
+
+def check_output_file(cfg: DictConfig) -> None:
+    output = cfg.get("output")
+    if output in (None, ""):
+        return
+    path = resolve_input_path(output)
+    if path.suffix.lower() not in OUTPUT_FORMATS:
+        raise UserError(f"output={output}: must end in .png, .jpg, .jpeg, .tif or .tiff (the format follows the name)")
+    if path.is_dir():
+        raise UserError(f"output={output}: is a folder; give a file name such as {path / 'result.png'}")
+    if not path.parent.is_dir():
+        raise UserError(f"output={output}: the folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"output={output}: cannot write into {path.parent} (permission denied)")
 
 
 def validate_controls(cfg: DictConfig) -> None:
@@ -91,6 +131,11 @@ def validate_controls(cfg: DictConfig) -> None:
             if not str(mask).strip():
                 raise UserError(f"{key}.mask is empty: give an image file, or top, bottom, left, right (optionally :fraction)")
             check_shape(mask, f"{key}.mask")
+            if not is_shape(mask):
+                problem = path_problem(resolve_input_path(mask))
+                if problem is not None:
+                    raise UserError(f"{key}.mask={mask}: neither a shape (top, bottom, left, right, optionally "
+                                    f"with :fraction, e.g. top:0.4) nor an image file ({problem})")
     if sum(weight for _, _, weight, _ in entries) <= 0:
         raise UserError("style.weight and style.blend weights are all 0: at least one style needs a weight > 0")
     pyramid = pyramid_config(cfg)

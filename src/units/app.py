@@ -294,6 +294,15 @@ def visualize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
             entries.append(entry)
             blocks.append((f"unit {unit}", patches, extra))
         title = f"{name}: top {cfg.k} patches of {len(units)} units (receptive field {fields[name].size} px)"
+        found = [len(entry["patches"]) for entry in entries]
+        if min(found, default=cfg.k) < cfg.k:
+            short = sum(1 for count in found if count < cfg.k)
+            title = (f"{name}: up to {cfg.k} patches of {len(units)} units, {min(found)}-{max(found)} found "
+                     f"(receptive field {fields[name].size} px)")
+            print(f"{name}: {short} of {len(units)} units have fewer than {cfg.k} patches ({min(found)}-{max(found)}): "
+                  f"{len(files)} images at {per_image or 'any number of'} patches each, spaced {cfg.spacing} receptive "
+                  "fields apart, do not hold more; use more images (data.dir=...), per_image=0 or spacing=0",
+                  file=sys.stderr)
         grid = layer_grid(title, blocks, fields[name].size, cfg.k, cfg.grid.min_cell, cfg.grid.max_cell)
         grids[name] = output_dir / f"{name}.png"
         grid.save(grids[name])

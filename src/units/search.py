@@ -33,6 +33,7 @@ from src.common.images import (
     size_for_long_side,
     to_tensor,
 )
+from src.common.paths import path_problem
 
 # Views pushed through the network at once are capped by pixels too, to bound memory.
 MAX_BATCH_PIXELS = 1 << 20
@@ -47,8 +48,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 def find_images(folder: str | os.PathLike) -> list[Path]:
     """Image files under `folder` (searched recursively, hidden entries skipped), sorted."""
     folder = Path(folder)
-    if not folder.exists():
-        raise UserError(f"image folder not found: {folder}")
+    problem = path_problem(folder)
+    if problem is not None:
+        raise UserError(f"data.dir: image folder {problem}: {folder}")
     if not folder.is_dir():
         raise UserError(f"data.dir must be a folder of images, got a file: {folder}")
     files = []
