@@ -35,3 +35,14 @@ def read_metrics(run_dir: Path) -> dict:
 def small_run_args(tmp_path: Path) -> list[str]:
     """Overrides for a fast run whose outputs land in tmp_path/run."""
     return ["size=64", "steps=20", "logger=none", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"]
+
+
+# Modules whose tests run the real program end to end, or time it: `make test-fast` skips them.
+SLOW_MODULES = {"test_bench", "test_cli", "test_controls", "test_device", "test_faults", "test_run", "test_speed",
+                "test_video", "test_visualize", "test_wandb"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_cli
 
-from src import loggers
+from src.transfer import loggers
 
 TINY = ["size=32", "steps=4", "device=cpu"]
 LOSS_KEYS = {"loss/total", "loss/content", "loss/style", "loss/tv", "loss/style/relu1_1", "loss/style/relu5_1"}
