@@ -234,14 +234,23 @@ class TiledObjective:
         groups += [(index, m[name]) for index, m in enumerate(masks) if m is not None]
         return groups
 
-    def _sums(self, image: torch.Tensor) -> dict[tuple, torch.Tensor]:
-        """Pass 1: every summed quantity over all tiles, without gradients."""
+    def _sums(self, image: torch.Tensor, keep_last: bool = False) -> tuple[dict[tuple, torch.Tensor], tuple | None]:
+        """Pass 1: every summed quantity over all tiles, without gradients; with `keep_last`, the
+        last tile's crop and shares are computed with their graph and returned too, so that
+        pass 2 need not run that tile again (one crop's activations held: a pass-2 tile's)."""
         sums: dict[tuple, torch.Tensor] = {}
-        with torch.no_grad():
-            for tile in self.tiles:
-                for key, value in self._shares(tile, self._features(tile, image)).items():
-                    sums[key] = value if key not in sums else sums[key] + value
-        return sums
+        kept = None
+        for index, tile in enumerate(self.tiles):
+            last = keep_last and index == len(self.tiles) - 1
+            crop = tile.crop(image).clone().requires_grad_(last)
+            with torch.set_grad_enabled(last):
+                shares = self._shares(tile, self._features_at(tile, crop))
+            if last:
+                kept = (tile, crop, shares)
+            for key, value in shares.items():
+                value = value.detach()
+                sums[key] = value if key not in sums else sums[key] + value
+        return sums, kept
 
     def _terms(self, sums: dict[tuple, torch.Tensor], image: torch.Tensor) -> dict[str, torch.Tensor]:
         """The module's terms from the summed quantities (leaves of the graph, when they require grad)."""
@@ -267,13 +276,14 @@ class TiledObjective:
         """The loss terms at `image`, without gradients (one pass)."""
         self._ensure_targets()
         with torch.no_grad():
-            return self._terms(self._sums(image), image)
+            return self._terms(self._sums(image)[0], image)
 
     def terms_and_gradient(self, image: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The loss terms at `image` and dJ(total)/d(image), exactly (two passes)."""
         self._ensure_targets()
         image = image.detach()
-        sums = {key: value.detach().requires_grad_(value.is_floating_point()) for key, value in self._sums(image).items()}
+        summed, kept = self._sums(image, keep_last=True)
+        sums = {key: value.requires_grad_(value.is_floating_point()) for key, value in summed.items()}
         pixels = image.clone().requires_grad_(True)
         with torch.enable_grad():
             terms = self._terms(sums, pixels)
@@ -282,18 +292,27 @@ class TiledObjective:
             grads = torch.autograd.grad(terms["loss/total"], inputs, allow_unused=True)
         weights = {key: grad for key, grad in zip([k for k, v in sums.items() if v.requires_grad], grads)}
         gradient = grads[-1].clone() if self.module.tv_weight and grads[-1] is not None else torch.zeros_like(image)
-        for tile in self.tiles:
+        assert kept is not None
+        self._back_propagate(*kept, weights, gradient)  # first: frees the kept tile's activations
+        del kept
+        for tile in self.tiles[:-1]:
             crop = tile.crop(image).clone().requires_grad_(True)
-            rows = slice(tile.rows.start, tile.rows.stop)
-            cols = slice(tile.cols.start, tile.cols.stop)
             with torch.enable_grad():
                 shares = self._shares(tile, self._features_at(tile, crop))
-                surrogate = sum((weights[key] * value).sum() for key, value in shares.items()
-                                if weights.get(key) is not None)
-            if isinstance(surrogate, torch.Tensor) and surrogate.requires_grad:
-                (crop_gradient,) = torch.autograd.grad(surrogate, crop)
-                gradient[..., rows, cols] += crop_gradient
+            self._back_propagate(tile, crop, shares, weights, gradient)
         return {key: value.detach() for key, value in terms.items()}, gradient
+
+    @staticmethod
+    def _back_propagate(tile: Tile, crop: torch.Tensor, shares: dict[tuple, torch.Tensor],
+                        weights: dict[tuple, torch.Tensor | None], gradient: torch.Tensor) -> None:
+        """Pass 2 for one tile: its shares weighted by dJ/d(their sums), back-propagated to its
+        crop and added into `gradient` at the crop's place."""
+        with torch.enable_grad():
+            surrogate = sum((grad * shares[key]).sum() for key, grad in weights.items()
+                            if grad is not None and key in shares)
+        if isinstance(surrogate, torch.Tensor) and surrogate.requires_grad:
+            (crop_gradient,) = torch.autograd.grad(surrogate, crop)
+            gradient[..., tile.rows.start:tile.rows.stop, tile.cols.start:tile.cols.stop] += crop_gradient
 
     def _features_at(self, tile: Tile, crop: torch.Tensor) -> dict[str, torch.Tensor]:
         """The kept activations of a tile, from its crop of the image."""
