@@ -89,6 +89,7 @@ class StyleTransferConfig:
     style_scale: float = 1.0  # style long side = style_scale * size (when style_size is null)
     style_loss: str = "gram"  # gram | mean_cov | histogram
     color: str = "none"  # none | luminance | match
+    tile_size: Optional[int] = None  # null: tiles only when the run does not fit whole; 0: never; N: tiles of N px
     ema: float = 0.0  # output a moving average of the image with this decay (0: off)
     steps: int = 150
     seed: int = 0

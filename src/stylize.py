@@ -34,7 +34,8 @@ from src.masks import check_shape, is_shape, load_mask_image, mask_tensor
 from src.module import Style, StyleTransfer
 from src.paths import PROJECT_ROOT, resolve_input_path
 from src.pyramid import check_steps, describe, level_sizes, level_steps, upsample
-from src.resources import check_fits, check_large_enough, target_device
+from src.resources import check_large_enough, target_device
+from src.transfer.tiled import TiledStyleTransfer, plan_run
 import src.schema  # noqa: F401  (registers the typed config schema with Hydra)
 
 INIT_KINDS = ("noise", "content", "style", "image")
@@ -123,6 +124,9 @@ def validate_controls(cfg: DictConfig) -> None:
             check_shape(mask, f"{key}.mask")
     if sum(weight for _, _, weight, _ in entries) <= 0:
         raise UserError("style.weight and style.blend weights are all 0: at least one style needs a weight > 0")
+    tile_size = cfg.get("tile_size")
+    if tile_size is not None and (not isinstance(tile_size, int) or tile_size < 0):
+        raise UserError(f"tile_size={tile_size}: must be null (tiles when needed), 0 (never) or a number of pixels")
     pyramid = pyramid_config(cfg)
     if not isinstance(pyramid.levels, int) or pyramid.levels < 1:
         raise UserError(f"pyramid.levels={pyramid.levels}: must be an integer >= 1 (1: single scale)")
@@ -307,9 +311,8 @@ def build_module(
         check_large_enough(style_height, style_width, list(cfg.layers.style), "style")
     history = int(cfg.optimizer.get("history_size", 0))
     compute_dtype = resolve_compute_dtype(cfg.device.compute_dtype, target_device(cfg.device.accelerator))
-    check_fits(height, width, layers, history, cfg.device.accelerator, size, compute_dtype)
-    for style_width, style_height in dict.fromkeys(style_sizes):
-        check_fits(style_height, style_width, list(cfg.layers.style), 0, cfg.device.accelerator, style_long, compute_dtype)
+    plan = plan_run(height, width, layers, list(cfg.layers.content), history, cfg.device.accelerator, size,
+                    compute_dtype, cfg.get("tile_size"), list(dict.fromkeys(style_sizes)))
     content = to_tensor(resize(inputs.content, (width, height)))
     styles = [to_tensor(resize(style.image, dims)) for style, dims in zip(inputs.styles, style_sizes)]
     styles = prepare_styles(cfg, styles, content)
@@ -329,7 +332,16 @@ def build_module(
     if len(styles) > 1 or any(style.mask is not None for style in inputs.styles):
         blend = [Style(image, style.weight, None if style.mask is None else mask_tensor(style.mask, height, width), style.name)
                  for image, style in zip(styles, inputs.styles)]
-    return StyleTransfer(
+    optimizer = instantiate(cfg.optimizer)
+    if plan.history_size != history:
+        log.info("L-BFGS history of %d pairs (not %d): what fits in memory at %d px", plan.history_size, history, size)
+        optimizer = instantiate(cfg.optimizer, history_size=plan.history_size)
+    tiling: dict[str, Any] = {}
+    if plan.tile_size is not None:
+        log.info("%d px: the loss is computed in tiles of %d px (it does not fit whole)", size, plan.tile_size)
+        tiling = {"tile_size": plan.tile_size}
+    return (TiledStyleTransfer if tiling else StyleTransfer)(
+        **tiling,
         backbone=backbone,
         content_image=content,
         style_image=styles[0],
@@ -339,7 +351,7 @@ def build_module(
         alpha=cfg.alpha,
         beta=cfg.beta,
         tv_weight=cfg.tv_weight,
-        optimizer=instantiate(cfg.optimizer),
+        optimizer=optimizer,
         styles=blend,
         style_loss=cfg.get("style_loss", "gram"),
         color=cfg.get("color", "none"),
@@ -446,6 +458,7 @@ def collect_metrics(module: StyleTransfer, final: dict[str, float], steps: int, 
         "width": int(width),
         "device": str(module.device),
         "compute_dtype": str(module.backbone.compute_dtype).removeprefix("torch."),
+        **({"tiling": module.tiling_summary()} if isinstance(module, TiledStyleTransfer) else {}),
         # Several styles: each one's share of the final style term (they sum to final.style).
         **({"final_styles": {k.removeprefix("loss/blend/"): v for k, v in final.items() if k.startswith("loss/blend/")}}
            if any(k.startswith("loss/blend/") for k in final) else {}),

@@ -160,3 +160,48 @@ def test_a_large_style_image_gives_the_whole_image_targets(backbone):
 def test_histogram_loss_is_refused_in_tiles(backbone):
     with pytest.raises(UserError, match="histogram cannot be computed in tiles"):
         TiledObjective(make_module(backbone, SHALLOW, style_loss="histogram"), 32)
+
+
+# -- when to tile (src/transfer/tiled.py) and tiled runs ---------------------------------------
+
+LAYERS = ["relu4_2", *GATYS["style"]]
+
+
+def test_plan_is_untiled_when_it_fits_and_tiled_with_the_largest_tile_when_not():
+    from src.transfer.tiled import plan_memory, tiled_peak_bytes
+
+    have = 22 * 2**30
+    assert plan_memory(1536, 2048, LAYERS, ["relu4_2"], 20, "float32", have).tile_size is None
+    large = plan_memory(3072, 4096, LAYERS, ["relu4_2"], 20, "float32", have)
+    assert large.tile_size == 1536 and large.history_size == 20 and large.needed_bytes <= have
+    huge = plan_memory(6144, 8192, LAYERS, ["relu4_2"], 20, "float32", have)
+    assert huge.tile_size >= 768 and huge.history_size < 20 and huge.needed_bytes <= have
+    assert plan_memory(6144, 8192, LAYERS, ["relu4_2"], 20, "float32", have, tile_size=0) is None
+    assert plan_memory(96, 128, LAYERS, ["relu4_2"], 20, "float32", have, tile_size=64).tile_size == 64
+    # a smaller tile needs less
+    assert tiled_peak_bytes(3072, 4096, LAYERS, ["relu4_2"], 5, "float32", 512) < \
+        tiled_peak_bytes(3072, 4096, LAYERS, ["relu4_2"], 5, "float32", 1536)
+
+
+def test_refusal_names_a_size_that_fits():
+    from src.transfer.tiled import plan_run
+
+    with pytest.raises(UserError, match=r"size=8192 \(8192x6144 px\) needs about .* GiB untiled, .*; size=\d+ fits"):
+        plan_run(6144, 8192, LAYERS, ["relu4_2"], 20, "cpu", 8192, "float32", 0, [])
+    with pytest.raises(UserError, match=r"in tiles of 256 px with an L-BFGS history of 3.*size=\d+ fits"):
+        plan_run(49152, 65536, LAYERS, ["relu4_2"], 20, "cpu", 65536, "float32", None, [])
+
+
+def test_a_tiled_run_from_the_command_line(tmp_path):
+    from conftest import read_metrics, run_cli
+
+    result = run_cli("size=96", "steps=4", "logger=none", "device=cpu", "tile_size=32", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["tiling"]["tile_size"] == 32 and metrics["tiling"]["tiles"] > 1
+    assert metrics["final"]["total"] < metrics["initial"]["total"]
+    refused = run_cli("size=96", "steps=2", "logger=none", "device=cpu", "tile_size=32", "style_loss=histogram",
+                      f"hydra.run.dir={tmp_path / 'hist'}")
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith("error: style_loss=histogram")
+    bad = run_cli("size=96", "tile_size=-3", f"hydra.run.dir={tmp_path / 'bad'}")
+    assert bad.returncode == 2 and "tile_size=-3" in bad.stderr
