@@ -19,7 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 
 from src.backbone import VGG19Features, build_backbone, check_layer_names, deepest_layer, resolve_compute_dtype
@@ -33,8 +33,9 @@ from src.losses import STYLE_LOSSES
 from src.masks import check_shape, is_shape, load_mask_image, mask_tensor
 from src.module import Style, StyleTransfer
 from src.paths import PROJECT_ROOT, resolve_input_path
-from src.pyramid import check_steps, describe, level_sizes, level_steps, upsample
+from src.pyramid import auto_plan, check_steps, describe, level_sizes, level_steps, upsample
 from src.resources import check_large_enough, target_device
+from src.common.export import EXPORT_FORMATS, export_image
 from src.transfer.tiled import TiledStyleTransfer, plan_run
 import src.schema  # noqa: F401  (registers the typed config schema with Hydra)
 
@@ -124,10 +125,15 @@ def validate_controls(cfg: DictConfig) -> None:
             check_shape(mask, f"{key}.mask")
     if sum(weight for _, _, weight, _ in entries) <= 0:
         raise UserError("style.weight and style.blend weights are all 0: at least one style needs a weight > 0")
+    unknown = [kind for kind in cfg.get("export") or [] if kind not in EXPORT_FORMATS]
+    if unknown:
+        raise UserError(f"export={list(cfg.export)}: unknown format(s) {unknown}; choose from {', '.join(EXPORT_FORMATS)}")
     tile_size = cfg.get("tile_size")
     if tile_size is not None and (not isinstance(tile_size, int) or tile_size < 0):
         raise UserError(f"tile_size={tile_size}: must be null (tiles when needed), 0 (never) or a number of pixels")
     pyramid = pyramid_config(cfg)
+    if pyramid.levels == "auto":
+        return
     if not isinstance(pyramid.levels, int) or pyramid.levels < 1:
         raise UserError(f"pyramid.levels={pyramid.levels}: must be an integer >= 1 (1: single scale)")
     if not isinstance(pyramid.factor, (int, float)) or not 1.0 < pyramid.factor <= 4.0:
@@ -146,6 +152,8 @@ def pyramid_config(cfg: DictConfig) -> DictConfig:
 def pyramid_plan(cfg: DictConfig) -> list[tuple[int, int]]:
     """(long side, steps) of each level, coarsest first; one level without a pyramid."""
     pyramid = pyramid_config(cfg)
+    if pyramid.levels == "auto":
+        return auto_plan(cfg.size, cfg.steps)
     steps = OmegaConf.to_object(pyramid.steps) if OmegaConf.is_config(pyramid.steps) else pyramid.steps
     sizes = level_sizes(cfg.size, pyramid.levels, pyramid.factor)
     return list(zip(sizes, level_steps(cfg.steps, pyramid.levels, steps)))
@@ -379,6 +387,9 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
     output_dir.mkdir(parents=True, exist_ok=True)
 
     plan = pyramid_plan(cfg)
+    if plan[-1][1] != cfg.steps:  # pyramid=auto: `steps` are the coarsest level's
+        with open_dict(cfg):
+            cfg.steps = plan[-1][1]
     levels: list[dict[str, Any]] = []
     if len(plan) == 1:
         module = build_module(cfg)
@@ -413,6 +424,7 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
                 module.image.copy_(module.output_image())  # the averaged image is the result
         final = module.evaluate()
         save_image(module.image, output_dir / "final.png")
+        export_image(module.image, output_dir, list(cfg.get("export") or []))
         metrics = collect_metrics(module, final, trainer.global_step, wall_seconds)
         if levels:
             add_levels(metrics, levels, module, trainer.global_step, wall_seconds, final)
