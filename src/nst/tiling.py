@@ -210,7 +210,7 @@ class TiledObjective:
                 kept = features[name]
                 rows, cols = tile.kept_in_image(name)
                 fraction = kept.shape[-2] * kept.shape[-1] / math.prod(self.sizes[name])
-                shares[("content", name)] = content_loss(kept, module.content_targets[name][..., rows, cols]) * fraction
+                shares[("content", name)] = content_loss(kept.float(), module.content_targets[name][..., rows, cols]) * fraction
         for name in module.style_layers:
             if name not in features:
                 continue
@@ -316,7 +316,8 @@ class TiledObjective:
 
     def _features_at(self, tile: Tile, crop: torch.Tensor) -> dict[str, torch.Tensor]:
         """The kept activations of a tile, from its crop of the image."""
-        features = self.module.backbone(self.module.view(crop), self.layers)
+        # In the backbone's dtype, as the whole-image loss reads them (moments are taken in float32).
+        features = self.module.backbone(self.module.view(crop), self.layers, upcast=False)
         return {name: features[name][..., *tile.kept_in_crop(name, self.strides[name])]
                 for name in self.layers if tile.keeps(name)}
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from src.common.paths import PROJECT_ROOT
+from src.paths import PROJECT_ROOT
 
 PRINT_SIZES = (1024, 2048, 4096, 8192)
 TILE_SIZE = 1024
@@ -61,7 +61,7 @@ def print_section(sizes: list[int], steps: int = 3, tile_size: int = TILE_SIZE) 
             label = f"tiles of {tile} px" if tile else "untiled"
             if row["ok"]:
                 print(f"  {size:5d} px  {label:16s} peak RSS {row['peak_rss_gib']:6.2f} GiB  "
-                      f"{row['seconds_per_step']:8.2f} s/step  ({row['tiles']} tiles)", flush=True)
+                      f"{row['seconds_per_step']:8.2f} s/step" + (f"  ({row['tiles']} tiles)" if tile else ""), flush=True)
             else:
                 print(f"  {size:5d} px  {label:16s} not run: {row['error']}", flush=True)
     report: dict[str, Any] = {"rows": rows, "steps": steps}
