@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.errors import Interrupted, RunStopped, UserError
 from src.faults import checkpoint_path
 from src.paths import resolve_input_path
-from src.stylize import stylize
+from src.stylize import LEVELS_DIR, stylize
 from src.sweep import run_sweep_job
 
 
@@ -49,7 +49,7 @@ def resumed_run(run_dir: str, device: DictConfig | None = None) -> tuple[DictCon
     saved = folder / ".hydra" / "config.yaml"
     if not saved.is_file():
         raise UserError(f"resume={run_dir}: {folder} is not a run folder (no .hydra/config.yaml)")
-    if not checkpoint_path(folder).is_file():
+    if not checkpoint_path(folder).is_file() and not (folder / LEVELS_DIR).is_dir():
         raise UserError(f"resume={run_dir}: {folder} has no checkpoint to continue from ({checkpoint_path(folder)})")
     cfg = OmegaConf.load(saved)
     cfg.resume = None

@@ -30,3 +30,27 @@ def test_default_run_above_724_px_goes_coarse_to_fine_and_exports_16_bit(tmp_pat
     assert sixteen.shape == eight.shape and sixteen.dtype == np.int32
     assert np.abs(sixteen / 257.0 - eight).max() <= 0.51  # the same image, with 256 times the levels
     assert (tmp_path / "run" / "final_16bit.tif").is_file()
+
+
+def test_a_run_stopped_after_a_coarse_level_continues_from_it(tmp_path):
+    import json
+    import shutil
+
+    common = ["size=128", "steps=3", "pyramid=factor2", "pyramid.steps=2", "logger=none", "device=cpu",
+              "checkpoint_every=0", "layers=fine"]
+    straight = run_cli(*common, f"hydra.run.dir={tmp_path / 'straight'}")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    levels = json.loads((tmp_path / "straight" / "pyramid.json").read_text())
+    assert sorted(p.name for p in (tmp_path / "straight" / "levels").iterdir()) == ["level_1.pt", "level_2.pt"]
+    # A folder as a stop during level 2 leaves it: level 1's result and record, no checkpoint.
+    stopped = tmp_path / "stopped"
+    (stopped / "levels").mkdir(parents=True)
+    shutil.copytree(tmp_path / "straight" / ".hydra", stopped / ".hydra")
+    shutil.copy(tmp_path / "straight" / "levels" / "level_1.pt", stopped / "levels")
+    (stopped / "pyramid.json").write_text(json.dumps(levels[:1]))
+    resumed = run_cli(f"resume={stopped}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "finished before, continuing from it" in resumed.stderr + resumed.stdout
+    metrics = read_metrics(stopped)
+    assert metrics["pyramid"][0] == levels[0]  # not run again
+    assert (stopped / "final.png").read_bytes() == (tmp_path / "straight" / "final.png").read_bytes()
