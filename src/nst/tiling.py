@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from src.errors import UserError
-from src.losses import content_loss, lapack_threads, style_distance_from_moments, style_target, tv_loss
+from src.losses import content_loss, gram_matrix, lapack_threads, style_distance_from_moments, style_target, tv_loss
 from src.masks import layer_mask
 from src.receptive_field import ReceptiveField, feature_size, receptive_fields
 
@@ -214,9 +214,17 @@ class TiledObjective:
         for name in module.style_layers:
             if name not in features:
                 continue
-            flat = positions(features[name])
+            kept = features[name]
+            flat = positions(kept)
             for group, mask in self._groups(name):
                 weights = None
+                if mask is None and module.style_loss_kind == "gram":
+                    # The whole-image loss's own Gram product (its backward runs in the backbone's
+                    # dtype), unnormalised: sum over the tile's positions of F_p F_p^T.
+                    count = kept.shape[-2] * kept.shape[-1]
+                    shares[(name, group, "second")] = gram_matrix(kept)[0] * float(kept.shape[1] * count)
+                    shares[(name, group, "count")] = flat.new_tensor(float(count))
+                    continue
                 if mask is not None:
                     rows, cols = tile.kept_in_image(name)
                     weights = mask[..., rows, cols].reshape(-1)
