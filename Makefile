@@ -29,7 +29,7 @@ clean:  ## remove caches (keeps .venv and outputs/)
 	find . -name __pycache__ -type d -not -path './.venv/*' -exec rm -rf {} +
 
 bench: $(STAMP)  ## measure speed and memory (minutes; not a test): outputs/bench/<date-time>/bench.json
-	$(BIN)/python -m src.bench $(ARGS)
+	$(BIN)/python -m src.tools.bench $(ARGS)
 
 figure: $(STAMP)  ## README banner from a finished run: make figure RUN=outputs/<date>/<time>
-	$(BIN)/python -m src.figure $(RUN) docs/images/readme_banner.png
+	$(BIN)/python -m src.tools.figure $(RUN) docs/images/readme_banner.png

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import sys
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from src.errors import UserError
-from src.unit_visualization import visualize
+from src.cli.app import configure, run_app
+from src.units.app import visualize
 
 
 @hydra.main(config_path="../conf", config_name="visualize", version_base="1.3")
-def main(cfg: DictConfig) -> dict:
-    try:
-        return visualize(cfg, HydraConfig.get().runtime.output_dir)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+def main(cfg: DictConfig) -> dict[str, Any]:
+    configure()  # again in a launcher's worker process, which does not run the lines below
+    return run_app(lambda: visualize(cfg, HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":
+    configure()
     main()

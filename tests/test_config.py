@@ -3,12 +3,11 @@
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, run_cli
 from hydra import compose, initialize_config_dir
 
-from conftest import ROOT, run_cli
-from src.errors import UserError
-import src.paths  # noqa: F401  (registers ${asset:})
-from src.stylize import validate
+from src.common.errors import UserError
+from src.transfer.validate import validate
 
 
 def compose_config(*overrides):
@@ -30,7 +29,7 @@ def test_defaults():
     assert cfg.alpha == 1.0 and cfg.beta == 1e4
     assert list(cfg.layers.content) == ["relu4_2"]
     assert list(cfg.layers.style) == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
-    assert cfg.optimizer._target_ == "src.lbfgs.LBFGS"
+    assert cfg.optimizer._target_ == "src.nst.lbfgs.LBFGS"
     assert cfg.device.compute_dtype == "auto" and cfg.backbone.channels_last
     validate(cfg)
 

@@ -10,15 +10,23 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import ROOT, read_metrics, run_cli
 from hydra import compose, initialize_config_dir
 
-from conftest import ROOT, read_metrics, run_cli
-from src.color import chroma, color_stats, match_color, match_luminance, luminance, rgb_to_yiq, with_chroma, yiq_to_rgb
-from src.errors import Interrupted, UserError
-from src.images import load_image, load_tensor, to_tensor
-from src.masks import shape_mask
-from src.pyramid import level_sizes, level_steps
-import src.paths  # noqa: F401  (registers ${asset:})
+from src.common.errors import Interrupted, UserError
+from src.common.images import load_image, load_tensor, to_tensor
+from src.nst.color import (
+    chroma,
+    color_stats,
+    luminance,
+    match_color,
+    match_luminance,
+    rgb_to_yiq,
+    with_chroma,
+    yiq_to_rgb,
+)
+from src.nst.masks import shape_mask
+from src.nst.pyramid import level_sizes, level_steps
 
 FAST = ["logger=none", "device=cpu", "checkpoint_every=0"]
 # Style layers relu1_1..relu3_1 and content relu3_1: the backbone is cut after relu3_1, which
@@ -31,13 +39,13 @@ STARRY = ROOT / "assets/style/starry_night.jpg"
 @pytest.fixture(scope="module")
 def backbone():
     """One VGG19 (cut after relu5_1) shared by the in-process modules of this file."""
-    from src.backbone import build_backbone
+    from src.backbone.vgg import build_backbone
 
     return build_backbone(last_layer="relu5_1")
 
 
 def module(backbone, *overrides: str):
-    from src.stylize import build_module
+    from src.transfer.build import build_module
 
     return build_module(config(*overrides), backbone=backbone)
 
@@ -61,7 +69,7 @@ def config(*overrides: str):
 
 
 def stylize(tmp_path: Path, name: str, *overrides: str, **kwargs) -> dict:
-    from src.stylize import stylize as run
+    from src.transfer.runner import stylize as run
 
     return run(config(*overrides), tmp_path / name, **kwargs)
 
@@ -173,7 +181,7 @@ def test_pyramid_runs_every_level_and_ends_at_the_requested_size(tmp_path):
 def test_pyramid_keeps_the_large_scale_structure_at_equal_compute(tmp_path, backbone):
     """Pyramid 48 -> 96 px, 8 steps each, against a single-scale run of 10 steps at 96 px (the
     same number of pixel-steps: 8 / 4 + 8). Seen at half size, the pyramid's result is closer
-    to the objective (measured with src/lbfgs.py: 3.2e7 against 4.3e7; with torch's L-BFGS,
+    to the objective (measured with src/nst/lbfgs.py: 3.2e7 against 4.3e7; with torch's L-BFGS,
     6.4e7 against 1.4e8). At full size it is not lower (1.6e7 against 1.55e7; with torch's
     L-BFGS it was, 2.9e7 against 4.9e7): docs/controls.md, "Coarse to fine"."""
     pyramid = stylize(tmp_path, "pyramid", *SHALLOW, "size=96", "steps=8", "pyramid.levels=2", "pyramid.steps=8")
@@ -302,7 +310,7 @@ def test_mask_keeps_the_style_inside_its_region(tmp_path):
 
 
 def test_masked_gram_of_a_binary_mask_is_the_gram_of_its_positions():
-    from src.losses import gram_matrix, masked_gram_matrix
+    from src.nst.losses import gram_matrix, masked_gram_matrix
 
     features = torch.rand(1, 5, 6, 8)
     mask = torch.zeros(1, 1, 6, 8)
@@ -330,7 +338,7 @@ def test_masked_gram_of_a_binary_mask_is_the_gram_of_its_positions():
     ],
 )
 def test_bad_control_values_are_named(override, key):
-    from src.stylize import validate
+    from src.transfer.validate import validate
 
     extra = ["pyramid=factor2"] if override.startswith("pyramid.steps") else []
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
@@ -338,7 +346,7 @@ def test_bad_control_values_are_named(override, key):
 
 
 def test_style_scale_and_style_size_together_are_refused():
-    from src.stylize import validate
+    from src.transfer.validate import validate
 
     with pytest.raises(UserError, match="style_scale.*style_size"):
         validate(config("style_scale=2", "style_size=256"))

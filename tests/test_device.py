@@ -10,15 +10,17 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-
 from conftest import run_cli
-from src.backbone import has_fast_bfloat16
-from src.errors import UserError
-from src.module import StyleTransfer
-from src.run import resumed_run
-from src.stylize import build_module, fit, stylize, trainer_settings
+from omegaconf import OmegaConf
 from test_speed import config
+
+from src.common.devices import has_fast_bfloat16
+from src.common.errors import UserError
+from src.transfer.build import build_module
+from src.transfer.module import StyleTransfer
+from src.transfer.resume import resumed_run
+from src.transfer.runner import stylize
+from src.transfer.trainer import fit, trainer_settings
 
 
 def tensors(tree: object) -> list[torch.Tensor]:

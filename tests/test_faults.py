@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import subprocess
@@ -14,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, read_metrics, run_cli
 from hydra import compose, initialize_config_dir
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import ROOT, read_metrics, run_cli
-from src.errors import RunStopped, UserError
-from src.images import load_image
+from src.common.errors import RunStopped, UserError
+from src.common.images import load_image
 
 RUN = ["size=40", "logger=none", "device=cpu", "checkpoint_every=2"]
 
@@ -150,8 +150,8 @@ def test_resume_of_a_folder_without_checkpoint_is_explained(tmp_path):
 
 
 def test_nan_stops_with_last_good_image_and_metrics(tmp_path, monkeypatch):
-    from src.module import StyleTransfer
-    from src.stylize import stylize
+    from src.transfer.module import StyleTransfer
+    from src.transfer.runner import stylize
 
     original = StyleTransfer.losses
 
@@ -188,7 +188,7 @@ def test_unwritable_output_folder_is_one_line_and_exit_2(tmp_path, key):
 def test_memory_check_counts_what_the_process_already_holds():
     """The estimate is of a run's whole peak RSS (Python and torch included), so a run may
     reach what the system has available plus what the process holds already."""
-    from src.resources import available_bytes, resident_bytes
+    from src.common.devices import available_bytes, resident_bytes
 
     held = resident_bytes()
     assert held > 100 * 2**20  # torch is loaded

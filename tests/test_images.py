@@ -5,8 +5,14 @@ import pytest
 import torch
 from PIL import Image
 
-from src.errors import UserError
-from src.images import load_image, load_tensor, save_image, size_for_long_side, to_tensor
+from src.common.errors import UserError
+from src.common.images import (
+    load_image,
+    load_tensor,
+    save_image,
+    size_for_long_side,
+    to_tensor,
+)
 
 
 def write(tmp_path, name, image, **kwargs):

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from src.losses import content_loss, gram_matrix, style_loss, tv_loss
+from src.nst.losses import content_loss, gram_matrix, style_loss, tv_loss
 
 
 def test_gram_matrix_matches_explicit_sum():
@@ -53,7 +53,14 @@ def test_tv_loss():
 
 import pytest  # noqa: E402
 
-from src.losses import STYLE_LOSS_GAINS, STYLE_LOSSES, masked_gram_matrix, nuclear_norm, style_distance, style_target  # noqa: E402
+from src.nst.losses import (  # noqa: E402
+    STYLE_LOSS_GAINS,
+    STYLE_LOSSES,
+    masked_gram_matrix,
+    nuclear_norm,
+    style_distance,
+    style_target,
+)
 
 
 def test_nuclear_norm_value_and_gradient_match_the_svd():

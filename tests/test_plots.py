@@ -10,12 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import ROOT
-from src.plots import FAILED_FILL, GAP, MISSING_FILL, PAD, fit_size, plot_losses, write_progress_gif
-from src.sweep import contact_sheet, pretty_value, read_sweep, write_report
+from src.render.contact_sheet import FAILED_FILL, GAP, MISSING_FILL, PAD
+from src.render.gif import write_progress_gif
+from src.render.loss_plot import plot_losses
+from src.render.text import fit_size, pretty_value
+from src.sweeps.read import read_sweep
+from src.sweeps.report import contact_sheet, write_report
 
 COLOURS = [(220, 40, 40), (40, 180, 60), (40, 80, 220), (230, 200, 30), (150, 60, 200), (30, 200, 200),
            (250, 130, 20), (120, 120, 120)]
@@ -120,12 +124,12 @@ def test_job_killed_mid_run_shows_as_no_result(tmp_path):
 
 def test_report_command_rewrites_the_report(tmp_path):
     sweep_dir = fake_sweep(tmp_path / "sweep", [("beta", "1,2", ["1", "2"])])
-    result = subprocess.run([sys.executable, "-m", "src.sweep", str(sweep_dir)], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "src.sweeps.job", str(sweep_dir)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (sweep_dir / "contact_sheet.png").is_file() and (sweep_dir / "summary.csv").is_file()
     assert "2 of 2 jobs completed" in result.stdout
     (tmp_path / "empty").mkdir()
-    bad = subprocess.run([sys.executable, "-m", "src.sweep", str(tmp_path / "empty")], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "src.sweeps.job", str(tmp_path / "empty")], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
 
 
@@ -164,9 +168,8 @@ def test_progress_gif_enlarges_tiny_images_and_holds_the_result(tmp_path):
 def test_failed_run_still_draws_how_far_it_got(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    import src.run  # noqa: F401  (registers the config schema and resolvers, as the command line does)
-    from src.module import StyleTransfer
-    from src.stylize import stylize
+    from src.transfer.module import StyleTransfer
+    from src.transfer.runner import stylize
 
     original = StyleTransfer.training_step
 

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from conftest import read_metrics, run_cli
-from src.pyramid import auto_plan
+from src.nst.pyramid import auto_plan
 
 
 def test_auto_pyramid_is_single_scale_up_to_724_px_then_from_512_px_in_factors_of_2():

@@ -6,9 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from src.backbone import LAYER_NAMES, VGG19Features
-from src.errors import UserError
-from src.receptive_field import backbone_receptive_fields, feature_size, receptive_field
+from src.backbone.receptive_field import (
+    backbone_receptive_fields,
+    feature_size,
+    receptive_field,
+)
+from src.backbone.vgg import LAYER_NAMES, VGG19Features
+from src.common.errors import UserError
 
 # Worked out by hand, layer by layer. A 3x3 conv (stride 1, pad 1) adds 2 * stride to the
 # size; a 2x2 pool (stride 2) adds 1 * stride and then doubles the stride; ReLUs change

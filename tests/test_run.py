@@ -2,16 +2,13 @@
 
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-
 from conftest import ROOT, read_metrics, run_cli
-from src.images import load_image, save_image
-import src.paths  # noqa: F401  (registers ${asset:})
+from hydra import compose, initialize_config_dir
+
+from src.common.images import load_image, save_image
 
 
 def test_default_command_writes_all_outputs_and_loss_falls(tmp_path):
@@ -55,7 +52,7 @@ def test_same_command_twice_gives_identical_image(tmp_path):
 
 
 def build_module(**overrides):
-    from src.stylize import build_module as build
+    from src.transfer.build import build_module as build
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[f"{k}={v}" for k, v in overrides.items()])

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import ROOT
 from hydra import compose, initialize_config_dir
 
-from conftest import ROOT
-from src.backbone import build_backbone, has_fast_bfloat16, resolve_compute_dtype
-from src.errors import UserError
-from src.lbfgs import LBFGS, filtered, frequency_bands
-from src.losses import gram_matrix
-from src.stylize import build_module, stylize
+from src.backbone.vgg import build_backbone
+from src.common.devices import has_fast_bfloat16, resolve_compute_dtype
+from src.common.errors import UserError
+from src.nst.lbfgs import LBFGS, filtered, frequency_bands
+from src.nst.losses import gram_matrix
+from src.transfer.build import build_module
+from src.transfer.runner import stylize
 
 LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1"]
 
@@ -247,7 +249,7 @@ def _loaded(x, state):
 def final_fp32_loss(tmp_path, name: str, *overrides: str, pair: tuple[str, ...] = ("size=64", "steps=40")) -> float:
     """A short real run; its final image judged by one fp32 evaluation of the same objective."""
     stylize(config(*pair, *overrides), tmp_path / name)
-    from src.images import load_tensor
+    from src.common.images import load_tensor
 
     judge = build_module(config(*pair, "device.compute_dtype=float32"))
     return judge.evaluate_image(load_tensor(tmp_path / name / "final.png"))["loss/total"]

@@ -6,10 +6,11 @@ import csv
 import os
 from pathlib import Path
 
+from conftest import run_cli
 from PIL import Image
 
-from conftest import run_cli
-from src.sweep import contact_sheet, read_sweep
+from src.sweeps.read import read_sweep
+from src.sweeps.report import contact_sheet
 
 TINY = ["size=32", "steps=3", "device=cpu", "logger=none"]
 FASTEST = ["size=32", "steps=1", "device=cpu", "logger=none"]  # where only the launching is tested

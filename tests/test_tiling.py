@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from src.backbone import build_backbone
-from src.errors import UserError
-from src.masks import shape_mask
-from src.module import Style, StyleTransfer
+from src.backbone.vgg import build_backbone
+from src.common.errors import UserError
+from src.nst.masks import shape_mask
+from src.transfer.module import Style, StyleTransfer
 from src.nst.tiling import TiledObjective, plan_tiles
 
 SHALLOW = {"content": {"relu2_1": 1.0}, "style": {"relu1_1": 0.3, "relu2_1": 0.3, "relu3_1": 0.4}}
@@ -85,7 +85,7 @@ def test_tiles_keep_every_position_of_every_layer_once(backbone):
     for height, width, tile in ((77, 101, 16), (160, 133, 48), (50, 50, 1000)):
         tiles = plan_tiles(height, width, tile, backbone, list(GATYS["style"]))
         for name in GATYS["style"]:
-            from src.receptive_field import feature_size
+            from src.backbone.receptive_field import feature_size
 
             count = torch.zeros(feature_size(height, name, backbone), feature_size(width, name, backbone))
             for t in tiles:

@@ -10,19 +10,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, run_cli
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from conftest import ROOT, run_cli
-from src.activation_max import ActivationMaximization, centred_canvas, maximize_units
-from src.backbone import CaffePreprocess, VGG19Features, build_backbone
-from src.errors import UserError
-from src.receptive_field import backbone_receptive_fields
-from src.unit_grid import PAD_COLOUR, crop_patch, layer_grid
-from src.unit_search import (
-    LayerTopK, ScaledImages, find_images, search_units, suppression_radius, view_candidates,
+from src.backbone.receptive_field import backbone_receptive_fields
+from src.backbone.vgg import CaffePreprocess, VGG19Features, build_backbone
+from src.common.errors import UserError
+from src.units.activation_max import (
+    ActivationMaximization,
+    centred_canvas,
+    maximize_units,
 )
-from src.unit_visualization import choose_units, patches_per_image, visualize
+from src.units.app import choose_units, patches_per_image, visualize
+from src.units.grid import PAD_COLOUR, crop_patch, layer_grid
+from src.units.search import (
+    LayerTopK,
+    ScaledImages,
+    find_images,
+    search_units,
+    suppression_radius,
+    view_candidates,
+)
 
 EDGE_UNIT = 28   # relu1_1 unit 28 of the Caffe VGG19: dark on the left, bright on the right
 

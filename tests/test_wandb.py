@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_cli
+
 from src import loggers
 
 TINY = ["size=32", "steps=4", "device=cpu"]

@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from src.errors import UserError
-from src.losses import content_loss, gram_matrix, lapack_threads, style_distance_from_moments, style_target, tv_loss
-from src.masks import layer_mask
-from src.receptive_field import ReceptiveField, feature_size, receptive_fields
+from src.common.errors import UserError
+from src.nst.losses import content_loss, gram_matrix, lapack_threads, style_distance_from_moments, style_target, tv_loss
+from src.nst.masks import layer_mask
+from src.backbone.receptive_field import ReceptiveField, feature_size, receptive_fields
 
 if TYPE_CHECKING:
-    from src.backbone import VGG19Features
-    from src.module import StyleTransfer
+    from src.backbone.vgg import VGG19Features
+    from src.transfer.module import StyleTransfer
 
 TILED_STYLE_LOSSES = ("gram", "mean_cov")
 

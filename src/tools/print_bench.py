@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from src.paths import PROJECT_ROOT
+from src.common.paths import PROJECT_ROOT
 
 PRINT_SIZES = (1024, 2048, 4096, 8192)
 TILE_SIZE = 1024

@@ -13,13 +13,14 @@ from typing import Any
 
 import torch
 
-from src.backbone import deepest_layer
-from src.errors import UserError
-from src.module import StyleTransfer
+from src.backbone.vgg import deepest_layer
+from src.common.errors import UserError
+from src.transfer.module import StyleTransfer
 from src.nst.tiling import TiledObjective
-from src.receptive_field import receptive_field
-from src.resources import (ACTIVATION_FACTOR, BASE_BYTES, BYTES_PER_FLOAT, activation_bytes, available_bytes,
-                           estimated_peak_bytes)
+from src.backbone.receptive_field import receptive_field
+from src.common.devices import available_bytes
+from src.transfer.memory import (ACTIVATION_FACTOR, BASE_BYTES, BYTES_PER_FLOAT, activation_bytes,
+                                  estimated_peak_bytes)
 
 # Tile sizes tried, largest first: a larger tile repeats less of its margin (less time).
 TILE_SIZES = (1536, 1024, 768, 512, 384, 256)

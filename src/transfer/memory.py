@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import gc
-import os
-
-import torch
-
-from src.backbone import LAYER_NAMES, VGG19_BLOCKS, deepest_layer
-from src.errors import UserError
+from src.backbone.vgg import LAYER_NAMES, VGG19_BLOCKS, deepest_layer
+from src.common.devices import available_bytes
+from src.common.errors import UserError
 
 BYTES_PER_FLOAT = 4
 # Fixed cost: weights, Python, Lightning, buffers.
@@ -55,49 +51,6 @@ def estimated_peak_bytes(height: int, width: int, layers: list[str], history_siz
         widest = max(activation_bytes(height, width, last, only=[name]) for name in layers)
         activations = ACTIVATION_FACTOR * activation_bytes(height, width, last, bytes_per_value=2) + widest
     return int(BASE_BYTES + activations + optimiser)
-
-
-def target_device(accelerator: str) -> torch.device:
-    """The device of a run with `device.accelerator`: auto = a CUDA GPU if there is one, else
-    the CPU (not Apple's MPS, which lacks the float64 that some controls use)."""
-    if accelerator in ("gpu", "cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"device.accelerator={accelerator}: no CUDA GPU is available here; use device=cpu or device=auto")
-        return torch.device("cuda")
-    if accelerator not in ("auto", "cpu"):
-        raise UserError(f"device.accelerator={accelerator!r}: must be one of auto, cpu, gpu")
-    return torch.device("cuda" if accelerator == "auto" and torch.cuda.is_available() else "cpu")
-
-
-def resident_bytes() -> int:
-    """This process's resident memory now (0 where /proc is missing)."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:  # pragma: no cover - not Linux
-        return 0
-
-
-def available_bytes(accelerator: str) -> tuple[int, str]:
-    """Memory this process's run may reach. On the CPU that is what the system has available
-    plus what the process already holds, since the estimate is of its whole peak (BASE_BYTES
-    included): counting Python and torch, already loaded, against the rest refused sizes
-    that fit."""
-    if target_device(accelerator).type == "cuda":
-        # An earlier run's module (a pyramid's coarser level, a sweep's last job) may still be
-        # on the GPU until collected; then torch's cache of freed blocks is free too.
-        gc.collect()
-        torch.cuda.empty_cache()
-        free, _ = torch.cuda.mem_get_info()
-        return int(free), "free GPU memory"
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024 + resident_bytes(), "available memory"
-    except OSError:  # pragma: no cover - not Linux: no check
-        pass
-    return 2**62, "memory"  # pragma: no cover - not Linux
 
 
 def check_fits(height: int, width: int, layers: list[str], history_size: int, accelerator: str, size: int, compute_dtype: str = "float32") -> None:

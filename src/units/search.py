@@ -23,10 +23,16 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from src.backbone import VGG19Features, check_layer_names
-from src.errors import UserError
-from src.images import MIN_SIZE, load_image, resize, size_for_long_side, to_tensor
-from src.receptive_field import ReceptiveField, backbone_receptive_fields
+from src.backbone.receptive_field import ReceptiveField, backbone_receptive_fields
+from src.backbone.vgg import VGG19Features, check_layer_names
+from src.common.errors import UserError
+from src.common.images import (
+    MIN_SIZE,
+    load_image,
+    resize,
+    size_for_long_side,
+    to_tensor,
+)
 
 # Views pushed through the network at once are capped by pixels too, to bound memory.
 MAX_BATCH_PIXELS = 1 << 20

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from src.errors import UserError
+from src.common.errors import UserError
 
 
 def level_sizes(size: int, levels: int, factor: float) -> list[int]:

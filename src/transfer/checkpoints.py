@@ -14,6 +14,8 @@ from types import FrameType
 
 import pytorch_lightning as pl
 
+from src.common.files import atomic_path
+
 CHECKPOINT_NAME = "last.ckpt"
 
 
@@ -24,9 +26,8 @@ def checkpoint_path(run_dir: str | os.PathLike) -> Path:
 def save_checkpoint(trainer: pl.Trainer, run_dir: str | os.PathLike) -> Path:
     path = checkpoint_path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    trainer.save_checkpoint(temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        trainer.save_checkpoint(temporary)
     return path
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ASSETS_DIR = PROJECT_ROOT / "assets"
 
 
@@ -34,5 +34,6 @@ def resolve_input_path(path: str | os.PathLike) -> Path:
     return path if path.is_absolute() else launch_dir() / path
 
 
-# `${asset:content/tubingen.jpg}` in the presets: works from any launch directory.
-OmegaConf.register_new_resolver("asset", asset_path, replace=True)
+def register_resolvers() -> None:
+    """`${asset:content/tubingen.jpg}` in the presets: works from any launch directory."""
+    OmegaConf.register_new_resolver("asset", asset_path, replace=True)

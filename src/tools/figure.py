@@ -1,4 +1,4 @@
-"""`python -m src.figure RUN_DIR OUT.png`: content | style | result, side by side, for the README."""
+"""`python -m src.tools.figure RUN_DIR OUT.png`: content | style | result, side by side, for the README."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from PIL import Image
 
-import src.paths  # noqa: F401  (registers ${asset:})
-from src.images import load_image
-from src.paths import resolve_input_path
+import src.common.paths  # noqa: F401  (registers ${asset:})
+from src.common.images import load_image
+from src.common.paths import resolve_input_path
 
 
 def side_by_side(images: list[Image.Image], height: int = 384, gap: int = 8) -> Image.Image:
@@ -34,7 +34,7 @@ def run_figure(run_dir: Path) -> Image.Image:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        sys.exit("usage: python -m src.figure RUN_DIR OUT.png")
+        sys.exit("usage: python -m src.tools.figure RUN_DIR OUT.png")
     out = Path(sys.argv[2])
     out.parent.mkdir(parents=True, exist_ok=True)
     run_figure(Path(sys.argv[1])).save(out)

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.backbone import VGG19Features
-from src.errors import UserError
-from src.receptive_field import ReceptiveField, backbone_receptive_fields
-from src.unit_grid import PAD_COLOUR
+from src.backbone.receptive_field import ReceptiveField, backbone_receptive_fields
+from src.backbone.vgg import VGG19Features
+from src.common.errors import UserError
+from src.units.grid import PAD_COLOUR
 
 
 def centred_canvas(rf: ReceptiveField, margin: int) -> tuple[int, int]:

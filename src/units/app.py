@@ -21,17 +21,28 @@ from PIL import Image
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from src.backbone import VGG19Features, build_backbone, check_layer_names, deepest_layer
-from src.errors import UserError
-from src.images import load_image, resize, save_image, to_pil
-from src.paths import ASSETS_DIR, resolve_input_path
-from src.receptive_field import backbone_receptive_fields
-from src.resources import target_device
-from src.unit_grid import crop_patch, layer_grid, side_by_side
-from src.unit_search import (
-    LayerTopK, ScaledImages, SearchResult, auto_scales, check_scales, find_images, layer_channels, search_units,
+from src.backbone.receptive_field import backbone_receptive_fields
+from src.backbone.vgg import (
+    VGG19Features,
+    build_backbone,
+    check_layer_names,
+    deepest_layer,
 )
-
+from src.common.devices import target_device
+from src.common.errors import UserError
+from src.common.images import load_image, resize, save_image, to_pil
+from src.common.paths import ASSETS_DIR, resolve_input_path
+from src.units.grid import crop_patch, layer_grid, side_by_side
+from src.units.search import (
+    LayerTopK,
+    ScaledImages,
+    SearchResult,
+    auto_scales,
+    check_scales,
+    find_images,
+    layer_channels,
+    search_units,
+)
 
 
 def layer_list(cfg: DictConfig) -> list[str]:
@@ -48,7 +59,7 @@ def logger_kind(cfg: DictConfig) -> str:
     target = cfg.logger.get("_target_") if isinstance(cfg.logger, DictConfig) else cfg.logger
     if target in (None, "none"):
         return "none"
-    if target == "src.loggers.wandb_logger":
+    if target == "src.transfer.loggers.wandb_logger":
         return "wandb"
     if str(target).endswith("TensorBoardLogger"):
         return "tensorboard"
@@ -311,7 +322,7 @@ def visualize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
 def maximize(cfg: DictConfig, backbone: VGG19Features, layer: str, units: list[int], top: LayerTopK,
              device: torch.device, output_dir: Path) -> dict:
     """Activation-maximisation images for `units`, scaled by each unit's best real activation."""
-    from src.activation_max import maximize_units
+    from src.units.activation_max import maximize_units
 
     settings = OmegaConf.to_container(cfg.maximize)
     settings.pop("enabled")
@@ -336,7 +347,7 @@ def log_grids(cfg: DictConfig, output_dir: Path, grids: dict[str, Path]) -> None
     """The grids and the overview as images in the configured logger (W&B or TensorBoard)."""
     from hydra.utils import instantiate
 
-    from src.loggers import log_config, log_image
+    from src.transfer.loggers import log_config, log_image
 
     logger = instantiate(cfg.logger, save_dir=str(output_dir))
     succeeded = False

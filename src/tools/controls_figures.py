@@ -1,10 +1,10 @@
-"""`python -m src.controls_figures`: the pictures of docs/controls.md, made by the project.
+"""`python -m src.tools.controls_figures`: the pictures of docs/controls.md, made by the project.
 
 Each picture is a row of labelled panels: inputs, then the results of `python -m src.run`
 commands that differ in one control. Runs go to outputs/controls/<name>/ (a finished run
 is reused, so an interrupted call can be repeated); pictures to docs/images/controls_*.png.
 
-    python -m src.controls_figures [--size 256] [--steps 80] [--beta 1e5] [--only color,blend] [--out docs/images]
+    python -m src.tools.controls_figures [--size 256] [--steps 80] [--beta 1e5] [--only color,blend] [--out docs/images]
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from src.images import load_image
-from src.paths import PROJECT_ROOT, asset_path
-from src.plots import font, wrap
+from src.common.images import load_image
+from src.common.paths import PROJECT_ROOT, asset_path
+from src.render.text import font, wrap
 
 RUNS = PROJECT_ROOT / "outputs" / "controls"
 SKY = "docs/images/tubingen_sky_mask.png"

@@ -2,7 +2,7 @@
 
 Hydra checks every override against it: an unknown key (`bta=1e4`) or a wrong type
 (`size=big`) fails at start-up with a message naming the key. Checks that types cannot
-express (ranges, layer names, choices) are in src/stylize.py:validate.
+express (ranges, layer names, choices) are in src/transfer/runner.py:validate.
 """
 
 from __future__ import annotations
@@ -99,4 +99,6 @@ class StyleTransferConfig:
     resume: Optional[str] = None
 
 
-ConfigStore.instance().store(name="style_transfer_schema", node=StyleTransferConfig)
+def register_schema() -> None:
+    """Make the schema known to Hydra as `style_transfer_schema` (conf/config.yaml's first default)."""
+    ConfigStore.instance().store(name="style_transfer_schema", node=StyleTransferConfig)

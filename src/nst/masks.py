@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from src.errors import UserError
-from src.images import load_image, resize
+from src.common.errors import UserError
+from src.common.images import load_image, resize
 
 SHAPES = ("top", "bottom", "left", "right")
 SHAPE_PATTERN = re.compile(r"^(top|bottom|left|right)(?::([0-9.]+))?$")

@@ -19,7 +19,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from src.backbone import LAYER_NAMES, VGG19Features, check_layer_names
+from src.backbone.vgg import LAYER_NAMES, VGG19Features, check_layer_names
 
 
 @dataclass(frozen=True)

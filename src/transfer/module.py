@@ -10,11 +10,11 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from src.backbone import VGG19Features
-from src.color import grey, with_chroma
-from src.lbfgs import LBFGS
-from src.losses import content_loss, style_distance, style_target, tv_loss
-from src.masks import layer_mask
+from src.backbone.vgg import VGG19Features
+from src.nst.color import grey, with_chroma
+from src.nst.lbfgs import LBFGS
+from src.nst.losses import content_loss, style_distance, style_target, tv_loss
+from src.nst.masks import layer_mask
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
@@ -239,7 +239,7 @@ class StyleTransfer(pl.LightningModule):
         terms = self.losses(self.image)
         if not self.initial_losses:  # the first step sees the initial image: no forward of its own
             self.initial_losses = {key: value.item() for key, value in terms.items()}
-        # Logged by src.callbacks.LossHistory, after the step: not through self.log, slow per key.
+        # Logged by src.transfer.callbacks.LossHistory, after the step: not through self.log, slow per key.
         self.step_terms = {key: value.detach() for key, value in terms.items()}
         loss = terms["loss/total"]
         if not torch.isfinite(loss):

@@ -14,14 +14,15 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
-from omegaconf import DictConfig, OmegaConf
 
-from src.images import save_image, to_pil
-from src.loggers import flatten, log_config, log_image, log_summary
-from src.plots import plot_losses, write_progress_gif
-from src.sweep import pretty_value
+from src.common.images import save_image, to_pil
+from src.render.gif import write_progress_gif
+from src.render.loss_plot import plot_losses
+from src.render.text import pretty_value
+from src.transfer.loggers import flatten, log_config, log_image, log_summary
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Logger factories for the `logger` config group, and what every run hands to its loggers.
 
 Scalars (every loss component, every step) reach the loggers through
-src.callbacks.LossHistory; images, the resolved config and the run summary go through the
+src.transfer.callbacks.LossHistory; images, the resolved config and the run summary go through the
 helpers here, so that W&B and TensorBoard show the same things.
 """
 
@@ -37,7 +37,7 @@ def wandb_logger(save_dir: str, project: str, name: str | None = None, group: st
     In a sweep each job is its own run, named after the overrides that the sweep varies and
     grouped by the sweep's folder.
     """
-    from src.sweep import current_job
+    from src.transfer.hydra_job import current_job
 
     job = current_job()
     mode = mode or os.environ.get("WANDB_MODE") or choose_mode()

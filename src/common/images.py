@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from src.errors import UserError
+from src.common.errors import UserError
+from src.common.files import atomic_path
 
 # Refuse images whose decoded size would not fit comfortably in memory (PIL's own bomb
 # check warns at ~89 Mpx and errors at twice that; we error at the warning level).
@@ -100,9 +101,8 @@ def to_pil(tensor: torch.Tensor) -> Image.Image:
 def save_image(tensor: torch.Tensor, path: str | os.PathLike) -> Path:
     """Save a (1, 3, H, W) tensor in [0, 1] as an image; written atomically."""
     path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    to_pil(tensor).save(temporary, format=(path.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG"))
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        to_pil(tensor).save(temporary, format=(path.suffix.lstrip(".").upper().replace("JPG", "JPEG") or "PNG"))
     return path
 
 

