@@ -195,7 +195,8 @@ def test_refusal_names_a_size_that_fits():
 def test_a_tiled_run_from_the_command_line(tmp_path):
     from conftest import read_metrics, run_cli
 
-    result = run_cli("size=96", "steps=4", "logger=none", "device=cpu", "tile_size=32", f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_cli("size=96", "steps=4", "logger=none", "device=cpu", "tile_size=32",
+                     f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = read_metrics(tmp_path / "run")
     assert metrics["tiling"]["tile_size"] == 32 and metrics["tiling"]["tiles"] > 1

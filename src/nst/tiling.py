@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 
@@ -78,6 +78,10 @@ class Tile:
         return bottom > top and right > left
 
 
+# The last tile of pass 1, kept with its graph: the tile, its crop, its shares.
+KeptTile = tuple[Tile, torch.Tensor, dict[tuple, torch.Tensor]]
+
+
 def axis_spans(length: int, core: int, fields: dict[str, ReceptiveField], sizes: dict[str, int]) -> list[AxisSpan]:
     """Tiles along one axis of `length` pixels with cores of about `core` pixels (a multiple of
     the deepest layer's stride); `sizes` are the layers' feature-map lengths on this axis."""
@@ -107,7 +111,8 @@ def axis_spans(length: int, core: int, fields: dict[str, ReceptiveField], sizes:
 def plan_tiles(height: int, width: int, tile_size: int, backbone: VGG19Features, layers: list[str]) -> list[Tile]:
     """Tiles covering a height x width image for the `layers` of `backbone`: every position of
     every layer is kept by exactly one tile."""
-    fields = {name: field for name, field in receptive_fields(backbone.layers.named_children()).items() if name in layers}
+    every = receptive_fields(backbone.layers.named_children())
+    fields = {name: field for name, field in every.items() if name in layers}
     rows = axis_spans(height, tile_size, fields, {name: feature_size(height, name, backbone) for name in layers})
     cols = axis_spans(width, tile_size, fields, {name: feature_size(width, name, backbone) for name in layers})
     return [Tile(row, col) for row in rows for col in cols]
@@ -145,10 +150,12 @@ class TiledObjective:
         self.tile_size = int(tile_size)
         backbone = module.backbone
         self.layers = module.used_layers
-        self.strides = {name: field.stride for name, field in receptive_fields(backbone.layers.named_children()).items()}
+        every = receptive_fields(backbone.layers.named_children())
+        self.strides = {name: field.stride for name, field in every.items()}
         height, width = module.image.shape[-2:]
         self.tiles = plan_tiles(height, width, self.tile_size, backbone, self.layers)
-        self.sizes = {name: (feature_size(height, name, backbone), feature_size(width, name, backbone)) for name in self.layers}
+        self.sizes = {name: (feature_size(height, name, backbone), feature_size(width, name, backbone))
+                      for name in self.layers}
 
     # -- targets --------------------------------------------------------------------------
 
@@ -156,7 +163,8 @@ class TiledObjective:
     def compute_targets(self) -> None:
         """The module's content activations, style statistics and layer masks, computed in tiles."""
         module = self.module
-        content_image = module.view(module.content_image)
+        source: torch.Tensor = module.content_image  # type: ignore[assignment]
+        content_image = module.view(source)
         content: dict[str, torch.Tensor] = {}
         for tile in self.tiles:
             features = module.backbone(tile.crop(content_image), list(module.content_layers))
@@ -171,7 +179,7 @@ class TiledObjective:
         module.style_target_sets = [self.style_targets(image) for image in module.style_images]
         module.layer_masks = [
             None if mask is None else
-            {name: layer_mask(mask.to(module.content_image.device), *self.sizes[name]) for name in module.style_layers}
+            {name: layer_mask(mask.to(source.device), *self.sizes[name]) for name in module.style_layers}
             for mask in module.style_masks
         ]
         module.style_targets = {name: target["gram"] for name, target in module.style_target_sets[0].items()}
@@ -210,7 +218,8 @@ class TiledObjective:
                 kept = features[name]
                 rows, cols = tile.kept_in_image(name)
                 fraction = kept.shape[-2] * kept.shape[-1] / math.prod(self.sizes[name])
-                shares[("content", name)] = content_loss(kept.float(), module.content_targets[name][..., rows, cols]) * fraction
+                target = module.content_targets[name][..., rows, cols]
+                shares[("content", name)] = content_loss(kept.float(), target) * fraction
         for name in module.style_layers:
             if name not in features:
                 continue
@@ -242,12 +251,12 @@ class TiledObjective:
         groups += [(index, m[name]) for index, m in enumerate(masks) if m is not None]
         return groups
 
-    def _sums(self, image: torch.Tensor, keep_last: bool = False) -> tuple[dict[tuple, torch.Tensor], tuple | None]:
+    def _sums(self, image: torch.Tensor, keep_last: bool = False) -> tuple[dict[tuple, torch.Tensor], KeptTile | None]:
         """Pass 1: every summed quantity over all tiles, without gradients; with `keep_last`, the
         last tile's crop and shares are computed with their graph and returned too, so that
         pass 2 need not run that tile again (one crop's activations held: a pass-2 tile's)."""
         sums: dict[tuple, torch.Tensor] = {}
-        kept = None
+        kept: KeptTile | None = None
         for index, tile in enumerate(self.tiles):
             last = keep_last and index == len(self.tiles) - 1
             crop = tile.crop(image).clone().requires_grad_(last)
@@ -312,7 +321,7 @@ class TiledObjective:
 
     @staticmethod
     def _back_propagate(tile: Tile, crop: torch.Tensor, shares: dict[tuple, torch.Tensor],
-                        weights: dict[tuple, torch.Tensor | None], gradient: torch.Tensor) -> None:
+                        weights: Mapping[tuple, torch.Tensor | None], gradient: torch.Tensor) -> None:
         """Pass 2 for one tile: its shares weighted by dJ/d(their sums), back-propagated to its
         crop and added into `gradient` at the crop's place."""
         with torch.enable_grad():

@@ -61,7 +61,8 @@ def print_section(sizes: list[int], steps: int = 3, tile_size: int = TILE_SIZE) 
             label = f"tiles of {tile} px" if tile else "untiled"
             if row["ok"]:
                 print(f"  {size:5d} px  {label:16s} peak RSS {row['peak_rss_gib']:6.2f} GiB  "
-                      f"{row['seconds_per_step']:8.2f} s/step" + (f"  ({row['tiles']} tiles)" if tile else ""), flush=True)
+                      f"{row['seconds_per_step']:8.2f} s/step" + (f"  ({row['tiles']} tiles)" if tile else ""),
+                      flush=True)
             else:
                 print(f"  {size:5d} px  {label:16s} not run: {row['error']}", flush=True)
     report: dict[str, Any] = {"rows": rows, "steps": steps}
@@ -69,7 +70,8 @@ def print_section(sizes: list[int], steps: int = 3, tile_size: int = TILE_SIZE) 
             if all(r["ok"] for r in rows if r["size"] == size) and sum(r["size"] == size for r in rows) == 2]
     if both:
         size = max(both)
-        untiled, tiled = (next(r for r in rows if r["size"] == size and bool(r["tile_size"]) == t) for t in (False, True))
+        untiled, tiled = (next(r for r in rows if r["size"] == size and bool(r["tile_size"]) == t)
+                          for t in (False, True))
         report["overhead"] = {"size": size, "ratio": tiled["seconds_per_step"] / untiled["seconds_per_step"]}
         print(f"  tiling overhead at {size} px: {report['overhead']['ratio']:.2f}x the untiled seconds per step")
     return report

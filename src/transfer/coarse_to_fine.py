@@ -73,7 +73,8 @@ def coarse_to_fine(cfg: DictConfig, plan: list[tuple[int, int]], output_dir: Pat
             if result_file.is_file() and index < len(finished):
                 image = torch.load(result_file, weights_only=True)
                 levels.append(finished[index])
-                log.info("pyramid level %d of %d (%d px): finished before, continuing from it", index + 1, len(plan), size)
+                log.info("pyramid level %d of %d (%d px): finished before, continuing from it",
+                         index + 1, len(plan), size)
                 continue
             module = build_module(cfg, size=size, coarse=image, inputs=inputs, backbone=backbone)
             backbone = module.backbone

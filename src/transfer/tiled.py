@@ -125,7 +125,8 @@ def largest_fitting_size(aspect: float, layers: list[str], content_layers: list[
     def fits(long_side: int) -> bool:
         width, height = (long_side, max(1, round(long_side * aspect))) if aspect <= 1 else \
             (max(1, round(long_side / aspect)), long_side)
-        return plan_memory(height, width, layers, content_layers, history_size, compute_dtype, have, tile_size) is not None
+        plan = plan_memory(height, width, layers, content_layers, history_size, compute_dtype, have, tile_size)
+        return plan is not None
 
     low, high = 64, 65536
     if not fits(low):
@@ -147,8 +148,8 @@ def plan_run(height: int, width: int, layers: list[str], content_layers: list[st
     style_layers = [name for name in layers if name not in content_layers] or layers
     if plan is not None and plan.tile_size is None and tile_size != 0:
         if any(estimated_peak_bytes(h, w, style_layers, 0, compute_dtype) > have for w, h in style_sizes):
-            plan = plan_memory(height, width, layers, content_layers, history_size, compute_dtype, have, TILE_SIZES[0]) \
-                or plan_memory(height, width, layers, content_layers, history_size, compute_dtype, have, TILE_SIZES[-1])
+            args = (height, width, layers, content_layers, history_size, compute_dtype, have)
+            plan = plan_memory(*args, TILE_SIZES[0]) or plan_memory(*args, TILE_SIZES[-1])
     if plan is not None:
         return plan
     smallest = tile_size if tile_size else TILE_SIZES[-1]
