@@ -98,12 +98,12 @@ def validate_controls(cfg: DictConfig) -> None:
     if tile_size is not None and (not isinstance(tile_size, int) or tile_size < 0):
         raise UserError(f"tile_size={tile_size}: must be null (tiles when needed), 0 (never) or a number of pixels")
     pyramid = pyramid_config(cfg)
-    if pyramid.levels == "auto":
-        return
-    if not isinstance(pyramid.levels, int) or pyramid.levels < 1:
-        raise UserError(f"pyramid.levels={pyramid.levels}: must be an integer >= 1 (1: single scale)")
+    if pyramid.levels != "auto" and (not isinstance(pyramid.levels, int) or pyramid.levels < 1):
+        raise UserError(f"pyramid.levels={pyramid.levels}: must be auto or an integer >= 1 (1: single scale)")
     if not isinstance(pyramid.factor, (int, float)) or not 1.0 < pyramid.factor <= 4.0:
         raise UserError(f"pyramid.factor={pyramid.factor}: must be a number in (1, 4], e.g. 2 or 1.414")
+    if pyramid.levels == "auto":
+        return
     check_steps(OmegaConf.to_object(pyramid.steps) if OmegaConf.is_config(pyramid.steps) else pyramid.steps, pyramid.levels)
     coarsest = level_sizes(cfg.size, pyramid.levels, pyramid.factor)[0]
     if coarsest < MIN_SIZE:
