@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test bench figure clean
+.PHONY: help install run test test-fast lint bench figure clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -21,8 +21,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## stylise the default pair (Tübingen x Starry Night) into outputs/<date>/<time>/
 	$(BIN)/python -m src.run $(ARGS)
 
-test: $(STAMP)  ## run the test suite
-	$(BIN)/python -m pytest -q $(ARGS)
+test: $(STAMP)  ## run the whole test suite (two worker processes)
+	$(BIN)/python -m pytest -q -n 2 $(ARGS)
+
+test-fast: $(STAMP)  ## the tests not marked slow (about a minute)
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" $(ARGS)
+
+lint: $(STAMP)  ## ruff (style, imports, bugbear, pyupgrade) and mypy
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
 
 clean:  ## remove caches (keeps .venv and outputs/)
 	rm -rf .pytest_cache build *.egg-info

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from src import bench
+from src.tools import bench
 from src.backbone.vgg import CaffePreprocess
 from src.common.images import save_image
 from tests.conftest import ROOT, run_cli
@@ -16,16 +16,19 @@ from tests.conftest import ROOT, run_cli
 pastiche = pytest.importorskip("pastiche.pastiche")
 
 
-def test_pastiche_and_our_objective_are_the_same_function(tmp_path: Path) -> None:
+@pytest.mark.parametrize("normalization", ["relative", "gatys"])
+def test_pastiche_and_our_objective_are_the_same_function(tmp_path: Path, normalization: str) -> None:
     """With the converted layer weights, pastiche's loss equals ours at the content image
-    (style term only) and at a random image (both terms), and caffe_to_rgb inverts its space."""
+    (style term only) and at a random image (both terms), and caffe_to_rgb inverts its space;
+    under either normalisation (relative: its per-layer factors are folded into the weights)."""
     size = 64
-    evaluator = bench.build_module(bench.compose_config(f"size={size}", "device.compute_dtype=float32", "content=chelsea", "style=picasso"))
+    images = ("content=chelsea", "style=picasso", f"normalization={normalization}")
+    evaluator = bench.build_module(bench.compose_config(f"size={size}", "device.compute_dtype=float32", *images))
     evaluator.compute_targets()
     content_png, style_png = tmp_path / "content.png", tmp_path / "style.png"
     save_image(evaluator.content_image, content_png)
     save_image(evaluator.style_image, style_png)
-    content_w, style_w = bench.pastiche_layer_weights(bench.compose_config(f"size={size}", "content=chelsea", "style=picasso"), evaluator)
+    content_w, style_w = bench.pastiche_layer_weights(bench.compose_config(f"size={size}", *images), evaluator)
     artist = pastiche.PasticheArtist(
         str(content_png), [str(style_png)], device="cpu", pooling="max", optimizer="lbfgs",
         content_layers=["block4_relu2"], style_layers=[f"block{i}_relu1" for i in range(1, 6)],

@@ -124,12 +124,12 @@ def test_job_killed_mid_run_shows_as_no_result(tmp_path):
 
 def test_report_command_rewrites_the_report(tmp_path):
     sweep_dir = fake_sweep(tmp_path / "sweep", [("beta", "1,2", ["1", "2"])])
-    result = subprocess.run([sys.executable, "-m", "src.sweeps.job", str(sweep_dir)], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "src.sweep", str(sweep_dir)], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (sweep_dir / "contact_sheet.png").is_file() and (sweep_dir / "summary.csv").is_file()
     assert "2 of 2 jobs completed" in result.stdout
     (tmp_path / "empty").mkdir()
-    bad = subprocess.run([sys.executable, "-m", "src.sweeps.job", str(tmp_path / "empty")], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "src.sweep", str(tmp_path / "empty")], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
 
 

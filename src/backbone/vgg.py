@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from src.common.devices import COMPUTE_DTYPES
 from src.common.errors import UserError
+from src.common.paths import resolve_input_path
 
 # (channels, number of convolutions) of each of VGG19's five blocks.
 VGG19_BLOCKS: tuple[tuple[int, int], ...] = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
@@ -250,3 +251,14 @@ def deepest_layer(layers: Iterable[str]) -> str:
     return max(layers, key=LAYER_NAMES.index)
 
 
+def backbone_from_config(backbone: Any, layers: Iterable[str], compute_dtype: str) -> VGG19Features:
+    """The backbone that a `backbone` config node (conf/backbone/) describes, cut after the deepest
+    of `layers`: one way to build it for every app."""
+    return build_backbone(
+        weights=backbone.weights,
+        pooling=backbone.pooling,
+        weights_path=resolve_input_path(backbone.weights_path) if backbone.weights_path else None,
+        last_layer=deepest_layer(layers),
+        compute_dtype=compute_dtype,
+        channels_last=backbone.get("channels_last", True),
+    )

@@ -312,3 +312,50 @@ def style_distance(kind: str, features: torch.Tensor, target: dict[str, torch.Te
     if kind == "histogram":
         return target["scale"] * histogram_distance(features, target, mask)
     raise ValueError(f"unknown style loss {kind!r}; choose one of {', '.join(STYLE_LOSSES)}")
+
+
+# -- normalisation (`normalization=relative|gatys`) ----------------------------------------
+#
+# `relative` divides each term by its distance from an all-zero activation to its target,
+# d(0, T), computed once when the targets are built (the distances themselves are unchanged):
+#
+#     content, per layer:  ||F - P||^2 / ||P||^2          (d(0, P) = mean_p ||P_p||^2)
+#     style, per layer and style image:  ||G - A||^2 / ||A||^2   (d(0, A) = ||A||_F^2 / (4 N^2))
+#     tv:  J_tv(x) / J_tv(content image)
+#
+# times RELATIVE_STYLE_UNIT for the style term. A layer's weight is then its real share of
+# the style term, whatever the magnitude of its activations, and a given beta is about the
+# same strength for every painting. mean_cov and histogram are divided by the Gram loss's
+# d(0, A) too: their scale s_l (above) already maps them onto the Gram loss's range, so they
+# become gain * 4 * W2^2(F, S) / W2^2(0, S), their own relative distance, with the measured
+# cross-loss balance kept. `gatys` multiplies by 1: the raw terms of the formulas above.
+
+NORMALIZATIONS = ("relative", "gatys")
+
+# beta * RELATIVE_STYLE_UNIT multiplies the relative style distance. With it alpha=1
+# beta=1e4 is a balanced result, 1e3 lighter and 1e5 stronger (docs/style_weights.md).
+RELATIVE_STYLE_UNIT = 1e-3
+
+
+def content_norm(normalization: str, target: torch.Tensor) -> float:
+    """The factor of a content layer's term: 1 / d(0, P) (relative) or 1 (gatys)."""
+    if normalization == "gatys":
+        return 1.0
+    return 1.0 / max(content_loss(torch.zeros_like(target), target).item(), 1e-12)
+
+
+def style_norm(normalization: str, target: dict[str, torch.Tensor]) -> float:
+    """The factor of a style layer's term for one style image: RELATIVE_STYLE_UNIT / d(0, A)
+    of the Gram loss (relative), or 1 (gatys)."""
+    if normalization == "gatys":
+        return 1.0
+    gram = target["gram"]
+    magnitude = 0.25 * gram.double().pow(2).mean().item()  # ||A||^2 / (4 N^2): 0.25 * mse(0, A)
+    return RELATIVE_STYLE_UNIT / max(magnitude, 1e-30)
+
+
+def tv_norm(normalization: str, content_image: torch.Tensor) -> float:
+    """The factor of the TV term: 1 / J_tv(content image) (relative), or 1 (gatys)."""
+    if normalization == "gatys":
+        return 1.0
+    return 1.0 / max(tv_loss(content_image).item(), 1e-12)

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Mapping
 import torch
 
 from src.common.errors import UserError
-from src.nst.losses import content_loss, gram_matrix, lapack_threads, style_distance_from_moments, style_target, tv_loss
+from src.nst.losses import (content_loss, content_norm, gram_matrix, lapack_threads, style_distance_from_moments,
+                            style_norm, style_target, tv_loss, tv_norm)
 from src.nst.masks import layer_mask
 from src.backbone.receptive_field import ReceptiveField, feature_size, receptive_fields
 
@@ -177,6 +178,11 @@ class TiledObjective:
                     content[name][..., rows, cols] = features[name][..., *tile.kept_in_crop(name, self.strides[name])]
         module.content_targets = content
         module.style_target_sets = [self.style_targets(image) for image in module.style_images]
+        # The per-layer factors of the terms (normalization), from the targets as the module computes them.
+        module.content_norms = {name: content_norm(module.normalization, target) for name, target in content.items()}
+        module.tv_norm = tv_norm(module.normalization, content_image)
+        module.style_norm_sets = [{name: style_norm(module.normalization, target) for name, target in targets.items()}
+                                  for targets in module.style_target_sets]
         module.layer_masks = [
             None if mask is None else
             {name: layer_mask(mask.to(source.device), *self.sizes[name]) for name in module.style_layers}

@@ -9,8 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from src.common.files import atomic_path
+from src.common.terms import LOGGED_TERMS
 
-MAIN_TERMS = ("loss/total", "loss/content", "loss/style", "loss/tv")
+MAIN_TERMS = LOGGED_TERMS
 
 
 MAIN_COLOURS = {"loss/total": "black", "loss/content": "tab:blue", "loss/style": "tab:red", "loss/tv": "tab:green"}

@@ -14,6 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from src.common.files import atomic_path
+from src.common.terms import LOSS_TERMS
 from src.render.contact_sheet import Cell, SheetLayout, draw_contact_sheet
 from src.render.text import pretty_override, pretty_value, short_number
 from src.sweeps.read import (
@@ -74,7 +75,6 @@ def contact_sheet(sweep: Sweep) -> tuple[Any, SheetLayout]:
     return draw_contact_sheet(axes, cells(sweep), sheet_title(sweep))
 
 
-LOSS_KEYS = ("total", "content", "style", "tv")
 
 
 def summary_rows(sweep: Sweep) -> tuple[list[str], list[dict[str, Any]]]:
@@ -84,7 +84,7 @@ def summary_rows(sweep: Sweep) -> tuple[list[str], list[dict[str, Any]]]:
             if layer not in layers:
                 layers.append(layer)
     columns = ["job", "status", *[key for key, _ in sweep.axes], "overrides",
-               *[f"final_{key}" for key in LOSS_KEYS], *[f"final_style_{layer}" for layer in layers],
+               *[f"final_{key}" for key in LOSS_TERMS], *[f"final_style_{layer}" for layer in layers],
                "initial_total", "steps", "wall_seconds", "train_seconds", "seconds_per_step",
                "width", "height", "sheet_row", "sheet_col", "folder", "error"]
     rows = []
@@ -95,7 +95,7 @@ def summary_rows(sweep: Sweep) -> tuple[list[str], list[dict[str, Any]]]:
             "job": job.num, "status": job.status,
             **{key: job.values.get(key, "") for key, _ in sweep.axes},
             "overrides": " ".join(job.overrides),
-            **{f"final_{key}": final.get(key, "") for key in LOSS_KEYS},
+            **{f"final_{key}": final.get(key, "") for key in LOSS_TERMS},
             **{f"final_style_{layer}": (metrics.get("final_style_layers") or {}).get(layer, "") for layer in layers},
             "initial_total": (metrics.get("initial") or {}).get("total", ""),
             "steps": metrics.get("steps", ""),

@@ -146,14 +146,18 @@ def pastiche_layer_weights(cfg: DictConfig, evaluator: Any) -> tuple[list[float]
     """Weights that make pastiche's loss equal to ours.
 
     pastiche: content = w * mse(F, P); style = w * mse(F F^T / M, A / M).
-    ours:     content = alpha * w_l * N * mse(F, P); style = beta * w_l / 4 * mse(F F^T / (N M), ...)
-              = beta * w_l / (4 N^2) * mse(F F^T / M, ...).
+    ours:     content = alpha * w_l * c_l * N * mse(F, P); style = beta * w_l * s_l / 4 * mse(F F^T / (N M), ...)
+              = beta * w_l * s_l / (4 N^2) * mse(F F^T / M, ...),
+    with c_l, s_l the per-layer factors of `normalization` that the evaluator computed from its
+    targets (relative: 1 / ||P||^2 per position and RELATIVE_STYLE_UNIT * 4 N^2 / ||A||^2; gatys: 1),
+    constants of the run, so pastiche minimises the very same function.
     """
     channels = {name: evaluator.content_targets[name].shape[1] for name in evaluator.content_layers}
     for name in evaluator.style_layers:
         channels[name] = evaluator.style_targets[name].shape[-1]
-    content = [cfg.alpha * w * channels[n] for n, w in evaluator.content_layers.items()]
-    style = [cfg.beta * w / (4 * channels[n] ** 2) for n, w in evaluator.style_layers.items()]
+    content = [cfg.alpha * w * evaluator.content_norms[n] * channels[n] for n, w in evaluator.content_layers.items()]
+    style_norms = evaluator.style_norm_sets[0]
+    style = [cfg.beta * w * style_norms[n] / (4 * channels[n] ** 2) for n, w in evaluator.style_layers.items()]
     return content, style
 
 

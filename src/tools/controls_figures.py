@@ -17,22 +17,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from src.common.images import load_image
 from src.common.paths import PROJECT_ROOT, asset_path
-from src.render.text import font, wrap
+from src.render.strip import side_by_side
+from src.render.text import pretty_value
 
 RUNS = PROJECT_ROOT / "outputs" / "controls"
 SKY = "docs/images/tubingen_sky_mask.png"
 GROUND = "docs/images/tubingen_ground_mask.png"
 BLEND = "style.blend=[{path:shipwreck,weight:%s}]"
-
-
-def short(number: float) -> str:
-    """1e6, not 1e+06."""
-    mantissa, exponent = f"{number:e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def figures(size: int, steps: int, beta: float) -> dict[str, list[tuple[str, str | list[str]]]]:
@@ -44,7 +39,7 @@ def figures(size: int, steps: int, beta: float) -> dict[str, list[tuple[str, str
     return {
         "color": [
             ("content", content), ("style", starry),
-            ("color=none", []), (f"color=luminance beta={short(10 * beta)}", ["color=luminance", f"beta={short(10 * beta)}"]),
+            ("color=none", []), (f"color=luminance beta={pretty_value(f'{10 * beta:e}')}", ["color=luminance", f"beta={pretty_value(f'{10 * beta:e}')}"]),
             ("color=match", ["color=match"]),
         ],
         "blend": [
@@ -79,15 +74,17 @@ def figures(size: int, steps: int, beta: float) -> dict[str, list[tuple[str, str
 
 
 def run(name: str, overrides: list[str], size: int, steps: int, beta: float) -> Path:
-    folder = RUNS / f"{size}px_beta{short(beta)}" / name
+    folder = RUNS / f"{size}px_beta{pretty_value(f'{beta:e}')}" / name
     if (folder / "final.png").is_file():
         return folder
     if folder.exists():
         import shutil
 
         shutil.rmtree(folder)
-    command = [sys.executable, "-m", "src.run", f"size={size}", f"steps={steps}", f"beta={short(beta)}", "logger=none",
-               "checkpoint_every=0", *overrides, f"hydra.run.dir={folder}"]
+    # The raw terms these pictures and the numbers of docs/controls.md were made with (the
+    # default normalization=relative would need another beta: docs/style_weights.md).
+    command = [sys.executable, "-m", "src.run", f"size={size}", f"steps={steps}", f"beta={pretty_value(f'{beta:e}')}",
+               "logger=none", "checkpoint_every=0", "normalization=gatys", *overrides, f"hydra.run.dir={folder}"]
     print(" ".join(command[1:]), flush=True)
     started = time.perf_counter()
     result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
@@ -95,26 +92,6 @@ def run(name: str, overrides: list[str], size: int, steps: int, beta: float) -> 
         raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
     print(f"  {time.perf_counter() - started:.0f} s", flush=True)
     return folder
-
-
-def panel_row(panels: list[tuple[str, Image.Image]], height: int) -> Image.Image:
-    """Images scaled to one height, left to right, each with its label underneath."""
-    typeface = font(max(11, height // 18))
-    gap, pad = 6, 4
-    scaled = [(label, image.resize((round(image.width * height / image.height), height), Image.Resampling.LANCZOS))
-              for label, image in panels]
-    lines = [wrap(label, typeface, image.width - 2 * pad, max_lines=2) for label, image in scaled]
-    line_height = sum(typeface.getmetrics()) + 2
-    text_height = max(len(label) for label in lines) * line_height + 2 * pad
-    sheet = Image.new("RGB", (sum(image.width for _, image in scaled) + gap * (len(scaled) - 1), height + text_height), "white")
-    draw = ImageDraw.Draw(sheet)
-    x = 0
-    for (_, image), label in zip(scaled, lines):
-        sheet.paste(image, (x, 0))
-        for row, text in enumerate(label):
-            draw.text((x + pad, height + pad + row * line_height), text, fill="black", font=typeface)
-        x += image.width + gap
-    return sheet
 
 
 def save_small(picture: Image.Image, path: Path, limit: int = 300_000) -> None:
@@ -156,15 +133,15 @@ def main() -> None:
             last, average = (np.asarray(image, dtype=np.float32) for _, image in images[:2])
             difference = np.clip(np.abs(last - average) * 10, 0, 255).astype(np.uint8)
             images.append(("|last - average| x 10", Image.fromarray(difference)))
-        picture = panel_row(images, height=args.height)
+        picture = side_by_side([image for _, image in images], args.height, gap=6, labels=[label for label, _ in images])
         path = out / f"controls_{name}.png"
         save_small(picture, path)
         if name == "scale":
             # The top-left quarter of each result, enlarged 2x (nearest): the strokes themselves.
             crops = [(f"{label}, top-left, x2", image.crop((0, 0, image.width // 2, image.height // 2))
                       .resize(image.size, Image.Resampling.NEAREST)) for label, image in images]
-            save_small(panel_row(crops, height=args.height), out / "controls_scale_crops.png")
-        (RUNS / f"{args.size}px_beta{short(args.beta)}" / f"{name}.json").write_text(json.dumps(record, indent=2))
+            save_small(side_by_side([image for _, image in crops], args.height, gap=6, labels=[label for label, _ in crops]), out / "controls_scale_crops.png")
+        (RUNS / f"{args.size}px_beta{pretty_value(f'{args.beta:e}')}" / f"{name}.json").write_text(json.dumps(record, indent=2))
         print(f"{path} ({path.stat().st_size // 1024} KB)", flush=True)
 
 

@@ -7,17 +7,18 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from typing import Callable
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src.backbone.vgg import VGG19Features, build_backbone, deepest_layer
+from src.backbone.vgg import VGG19Features, backbone_from_config
+from src.common.errors import UserError
 from src.common.devices import resolve_compute_dtype, target_device
 from src.common.images import (
     resize,
     size_for_long_side,
     to_tensor,
 )
-from src.common.paths import resolve_input_path
 from src.nst.masks import mask_tensor
 from src.nst.pyramid import upsample
 from src.transfer.inputs import (
@@ -41,13 +42,14 @@ def build_module(
     inputs: Inputs | None = None,
     backbone: VGG19Features | None = None,
     coarse: torch.Tensor | None = None,
+    module_class: Callable[..., StyleTransfer] = StyleTransfer,
 ) -> StyleTransfer:
     """Images -> backbone -> module. Inputs are read and sizes checked before any model loads.
 
     `size` (a pyramid level's long side; default cfg.size) and `coarse` (the previous level's
     result, upsampled to start this level) serve the coarse-to-fine loop; `inputs` and
     `backbone` let it read the files and load the weights once. `init` replaces the start
-    image altogether.
+    image altogether. `module_class` builds a subclass instead (a video frame's, src/video).
     """
     size = size or cfg.size
     inputs = inputs or load_inputs(cfg)
@@ -70,14 +72,7 @@ def build_module(
     if init is None:
         init = make_init_image(cfg, content, styles[0]) if coarse is None else upsample(coarse, height, width)
     if backbone is None:
-        backbone = build_backbone(
-            weights=cfg.backbone.weights,
-            pooling=cfg.backbone.pooling,
-            weights_path=resolve_input_path(cfg.backbone.weights_path) if cfg.backbone.weights_path else None,
-            last_layer=deepest_layer(layers),
-            compute_dtype=compute_dtype,
-            channels_last=cfg.backbone.channels_last,
-        )
+        backbone = backbone_from_config(cfg.backbone, layers, compute_dtype)
     blend = None
     if len(styles) > 1 or any(style.mask is not None for style in inputs.styles):
         blend = [Style(image, style.weight, None if style.mask is None else mask_tensor(style.mask, height, width), style.name)
@@ -90,7 +85,9 @@ def build_module(
     if plan.tile_size is not None:
         log.info("%d px: the loss is computed in tiles of %d px (it does not fit whole)", size, plan.tile_size)
         tiling = {"tile_size": plan.tile_size}
-    return (TiledStyleTransfer if tiling else StyleTransfer)(
+    if tiling and module_class is not StyleTransfer:
+        raise UserError(f"a {size} px run of this kind cannot be tiled; choose a smaller size")
+    return (TiledStyleTransfer if tiling else module_class)(
         **tiling,
         backbone=backbone,
         content_image=content,
@@ -106,4 +103,5 @@ def build_module(
         style_loss=cfg.get("style_loss", "gram"),
         color=cfg.get("color", "none"),
         ema=float(cfg.get("ema", 0.0)),
+        normalization=cfg.get("normalization", "gatys"),
     )

@@ -19,6 +19,7 @@ from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger
 
 from src.common.images import save_image, to_pil
+from src.common.terms import LOGGED_TERMS
 from src.render.gif import write_progress_gif
 from src.render.loss_plot import plot_losses
 from src.render.text import pretty_value
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 LOSS_PLOT = "loss.png"
 PROGRESS_GIF = "progress.gif"
-PROGRESS_TERMS = ("loss/total", "loss/content", "loss/style", "loss/tv")
+PROGRESS_TERMS = LOGGED_TERMS
 
 
 class Snapshots(pl.Callback):

@@ -16,6 +16,7 @@ from src.common.errors import Interrupted, RunStopped
 from src.common.images import (
     save_image,
 )
+from src.common.terms import main_terms
 from src.nst.pyramid import auto_plan, describe, level_sizes, level_steps
 from src.transfer.build import build_module
 from src.transfer.callbacks import loss_callbacks
@@ -124,6 +125,6 @@ def run_level(cfg: DictConfig, module: StyleTransfer, steps: int, output_dir: Pa
     log.info("%s: %d steps in %.1f s, loss %.4g -> %.4g", name, trainer.global_step, seconds,
              module.initial_losses["loss/total"], final["loss/total"])
     record = {"height": int(height), "width": int(width), "steps": int(trainer.global_step), "wall_seconds": seconds,
-              "initial": {k: module.initial_losses[f"loss/{k}"] for k in ("total", "content", "style", "tv")},
-              "final": {k: final[f"loss/{k}"] for k in ("total", "content", "style", "tv")}}
+              "initial": main_terms(module.initial_losses),
+              "final": main_terms(final)}
     return result, record

@@ -12,6 +12,7 @@ from src.common.files import write_json
 from src.common.images import (
     save_image,
 )
+from src.common.terms import main_terms
 from src.transfer.module import StyleTransfer
 
 
@@ -31,9 +32,6 @@ def write_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
 
 def collect_metrics(module: StyleTransfer, final: dict[str, float], steps: int, wall_seconds: float, status: str = "finished") -> dict[str, Any]:
     height, width = module.image.shape[-2:]
-
-    def main_terms(terms: dict[str, float]) -> dict[str, float]:
-        return {key: terms[f"loss/{key}"] for key in ("total", "content", "style", "tv")}
 
     return {
         "status": status,

@@ -13,7 +13,7 @@ from torch import nn
 from src.backbone.vgg import VGG19Features
 from src.nst.color import grey, with_chroma
 from src.nst.lbfgs import LBFGS
-from src.nst.losses import content_loss, style_distance, style_target, tv_loss
+from src.nst.losses import content_loss, content_norm, style_distance, style_norm, style_target, tv_loss, tv_norm
 from src.nst.masks import layer_mask
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -57,6 +57,10 @@ class StyleTransfer(pl.LightningModule):
     weights and masks; `style_image` is then the first one's), `style_loss` (gram, mean_cov,
     histogram), `color="luminance"` (the network sees luminance only and the image keeps the
     content's chroma) and `ema` (the output is an exponential moving average of the image).
+
+    `normalization` (src/nst/losses.py): `relative` divides every term by its target's magnitude,
+    so that layer weights are real shares and beta means the same for every painting;
+    `gatys` keeps the raw terms.
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class StyleTransfer(pl.LightningModule):
         style_loss: str = "gram",
         color: str = "none",
         ema: float = 0.0,
+        normalization: str = "relative",
     ) -> None:
         super().__init__()
         self.content_layers = {str(k): float(v) for k, v in content_layers.items()}
@@ -88,6 +93,7 @@ class StyleTransfer(pl.LightningModule):
         self.style_loss_kind = style_loss
         self.color = color
         self.ema = float(ema)
+        self.normalization = normalization
         self.backbone = backbone.freeze()
         self.register_buffer("content_image", content_image.detach().clone(), persistent=False)
         if color == "luminance":
@@ -106,6 +112,10 @@ class StyleTransfer(pl.LightningModule):
         self.style_targets: dict[str, torch.Tensor] = {}  # layer -> Gram matrix of the first style
         self.style_target_sets: list[dict[str, dict[str, torch.Tensor]]] = []  # per style, per layer
         self.layer_masks: list[dict[str, torch.Tensor] | None] = []
+        # Per-layer factors of each term, from the targets (1 under normalization=gatys).
+        self.content_norms: dict[str, float] = {}
+        self.style_norm_sets: list[dict[str, float]] = []  # per style, per layer
+        self.tv_norm = 1.0
         # The running average of the image (ema > 0): a sum of weights and a weighted sum.
         self.ema_weight = 0.0
         if self.ema:
@@ -152,10 +162,14 @@ class StyleTransfer(pl.LightningModule):
         # With masks, the style layers' sizes are needed too (to resize the masks).
         content = self.backbone(self.view(self.content_image), self.used_layers if masked else list(self.content_layers))
         self.content_targets = {name: content[name].detach() for name in self.content_layers}
-        self.style_target_sets, self.layer_masks = [], []
+        self.content_norms = {name: content_norm(self.normalization, target) for name, target in self.content_targets.items()}
+        self.tv_norm = tv_norm(self.normalization, self.view(self.content_image))
+        self.style_target_sets, self.layer_masks, self.style_norm_sets = [], [], []
         for image, mask in zip(self.style_images, self.style_masks):
             style = self.backbone(self.view(image), list(self.style_layers))
-            self.style_target_sets.append({name: style_target(self.style_loss_kind, style[name]) for name in self.style_layers})
+            targets = {name: style_target(self.style_loss_kind, style[name]) for name in self.style_layers}
+            self.style_target_sets.append(targets)
+            self.style_norm_sets.append({name: style_norm(self.normalization, target) for name, target in targets.items()})
             if mask is None:
                 self.layer_masks.append(None)
             else:
@@ -185,13 +199,13 @@ class StyleTransfer(pl.LightningModule):
         evaluation (src/nst/tiling.py), which computes the same distances tile by tile."""
         any_term = next(iter(content.values()))
         terms: dict[str, torch.Tensor] = {}
-        content_term = sum(w * content[n] for n, w in self.content_layers.items())
+        content_term = sum(w * self.content_norms[n] * content[n] for n, w in self.content_layers.items())
         total_style = any_term.new_zeros(())
         per_style = [any_term.new_zeros(()) for _ in self.style_weights]
         for name, weight in self.style_layers.items():
             term = any_term.new_zeros(()) if len(self.style_weights) > 1 else None
             for index, share in enumerate(self.style_weights):
-                part = self.beta * weight * share * style[name][index]
+                part = self.beta * weight * share * self.style_norm_sets[index][name] * style[name][index]
                 if len(self.style_weights) > 1:
                     per_style[index] = per_style[index] + part
                 term = part if term is None else term + part
@@ -202,7 +216,7 @@ class StyleTransfer(pl.LightningModule):
                 terms[f"loss/blend/{name}"] = value
         terms["loss/content"] = self.alpha * content_term
         terms["loss/style"] = total_style
-        terms["loss/tv"] = self.tv_weight * tv if tv is not None else any_term.new_zeros(())
+        terms["loss/tv"] = self.tv_weight * self.tv_norm * tv if tv is not None else any_term.new_zeros(())
         terms["loss/total"] = terms["loss/content"] + terms["loss/style"] + terms["loss/tv"]
         return terms
 

@@ -88,6 +88,7 @@ class StyleTransferConfig:
     style_size: Optional[int] = None
     style_scale: float = 1.0  # style long side = style_scale * size (when style_size is null)
     style_loss: str = "gram"  # gram | mean_cov | histogram
+    normalization: str = "relative"  # relative (each term over its target's magnitude) | gatys (raw terms)
     color: str = "none"  # none | luminance | match
     export: List[str] = field(default_factory=list)  # also write png16 and/or tiff16 (16-bit, sRGB profile)
     tile_size: Optional[int] = None  # null: tiles only when the run does not fit whole; 0: never; N: tiles of N px

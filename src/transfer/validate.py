@@ -15,7 +15,7 @@ from src.common.images import (
     MIN_SIZE,
 )
 from src.nst.color import COLOR_MODES
-from src.nst.losses import STYLE_LOSSES
+from src.nst.losses import NORMALIZATIONS, STYLE_LOSSES
 from src.nst.masks import check_shape
 from src.nst.pyramid import check_steps, level_sizes
 from src.transfer.coarse_to_fine import pyramid_config
@@ -70,6 +70,9 @@ def validate_controls(cfg: DictConfig) -> None:
         raise UserError(f"color={color!r}: must be one of {', '.join(COLOR_MODES)}")
     if style_loss not in STYLE_LOSSES:
         raise UserError(f"style_loss={style_loss!r}: must be one of {', '.join(STYLE_LOSSES)}")
+    # A run saved before `normalization` existed resumes with the terms it started with.
+    if cfg.get("normalization", "gatys") not in NORMALIZATIONS:
+        raise UserError(f"normalization={cfg.normalization!r}: must be one of {', '.join(NORMALIZATIONS)}")
     if not isinstance(ema, (int, float)) or not 0.0 <= ema < 1.0:
         raise UserError(f"ema={ema}: must be 0 (off) or a decay in (0, 1), e.g. 0.9")
     scale = cfg.get("style_scale", 1.0)

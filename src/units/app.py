@@ -24,15 +24,15 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from src.backbone.receptive_field import backbone_receptive_fields
 from src.backbone.vgg import (
     VGG19Features,
-    build_backbone,
+    backbone_from_config,
     check_layer_names,
-    deepest_layer,
 )
-from src.common.devices import target_device
+from src.common.devices import resolve_compute_dtype, target_device
 from src.common.errors import UserError
 from src.common.images import load_image, resize, save_image, to_pil
 from src.common.paths import ASSETS_DIR, resolve_input_path
-from src.units.grid import crop_patch, layer_grid, side_by_side
+from src.render.strip import side_by_side
+from src.units.grid import BACKGROUND, crop_patch, layer_grid
 from src.units.search import (
     LayerTopK,
     ScaledImages,
@@ -236,12 +236,7 @@ def visualize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
     else:
         scales = check_scales(list(cfg.data.scales) if isinstance(cfg.data.scales, ListConfig) else [cfg.data.scales])
     device = target_device(cfg.device.accelerator)
-    backbone = build_backbone(
-        weights=cfg.backbone.weights,
-        pooling=cfg.backbone.pooling,
-        weights_path=resolve_input_path(cfg.backbone.weights_path) if cfg.backbone.weights_path else None,
-        last_layer=deepest_layer(layers),
-    )
+    backbone = backbone_from_config(cfg.backbone, layers, resolve_compute_dtype(cfg.device.compute_dtype, device))
     channels = layer_channels(backbone)
     wanted = requested_units(cfg, layers, channels)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -307,7 +302,7 @@ def visualize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
             "receptive_field": fields[name].as_dict(), "channels": top.channels,
             "grid": grids[name].name, "units": entries,
         }
-    overview = side_by_side(grid_images, height=cfg.grid.overview_height)
+    overview = side_by_side(grid_images, height=cfg.grid.overview_height, gap=16, margin=16, background=BACKGROUND)
     overview.save(output_dir / "overview.png")
     report["overview"] = "overview.png"
     report["seconds"] = time.perf_counter() - started

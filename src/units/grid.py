@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from src.render.text import font
 
 # What the network sees beyond the border: its zero padding is the mean colour of the
 # training images (both backbones subtract the ImageNet mean before the first conv).
@@ -41,13 +43,6 @@ def fit(patch: Image.Image, size: int) -> Image.Image:
     if size >= 2 * patch.width:
         return patch.resize((size, size), Image.Resampling.NEAREST)  # keep pixels visible
     return patch.resize((size, size), Image.Resampling.LANCZOS)
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # pragma: no cover - Pillow < 10.1
-        return ImageFont.load_default()
 
 
 def unit_block(patches: Sequence[Image.Image | None], cell: int, columns: int, gap: int = 2) -> Image.Image:
@@ -90,14 +85,14 @@ def layer_grid(
     # Text grows with the cells, so that it reads the same once overview.png scales layers alike.
     label_size, title_size = max(12, cell // 5), max(16, cell // 3)
     label_height, title_height = label_size + 4, title_size + 12
-    font = _font(label_size)
+    label_font = font(label_size)
     unit_columns = max(1, math.ceil(math.sqrt(len(blocks))))
     unit_rows = max(1, math.ceil(len(blocks) / unit_columns))
     block_w = max((b.width for _, b in blocks), default=cell)
     block_h = max((b.height for _, b in blocks), default=cell)
     width = unit_columns * block_w + (unit_columns + 1) * unit_gap
     height = title_height + unit_rows * (block_h + label_height) + (unit_rows + 1) * unit_gap
-    title_font = _font(title_size)
+    title_font = font(title_size)
     width = max(width, int(title_font.getlength(title)) + 2 * unit_gap)
     grid = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(grid)
@@ -106,18 +101,6 @@ def layer_grid(
         row, column = divmod(index, unit_columns)
         x = unit_gap + column * (block_w + unit_gap)
         y = title_height + unit_gap + row * (block_h + label_height + unit_gap)
-        draw.text((x, y), label, fill=TEXT, font=font)
+        draw.text((x, y), label, fill=TEXT, font=label_font)
         grid.paste(block, (x, y + label_height))
     return grid
-
-
-def side_by_side(grids: Sequence[Image.Image], height: int = 720, gap: int = 16) -> Image.Image:
-    """Several grids scaled to one height and placed left to right."""
-    scaled = [g.resize((max(1, round(g.width * height / g.height)), height), Image.Resampling.LANCZOS) for g in grids]
-    width = sum(g.width for g in scaled) + gap * (len(scaled) + 1)
-    overview = Image.new("RGB", (width, height + 2 * gap), BACKGROUND)
-    x = gap
-    for g in scaled:
-        overview.paste(g, (x, gap))
-        x += g.width + gap
-    return overview
