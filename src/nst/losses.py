@@ -246,6 +246,66 @@ def histogram_distance(features: torch.Tensor, target: dict[str, torch.Tensor], 
     return (ordered - quantiles(target["sorted"], ordered.shape[1])).pow(2).sum(0).mean()
 
 
+# -- the same distances from the activations' moments --------------------------------------
+#
+# The Gram and mean_cov distances depend on the activations only through sums over positions
+# (sum of F_p F_p^T, sum of F_p, the positions' count or mask weight). Computed from those
+# sums they can be evaluated, with their exact gradient, on an image too large to hold at
+# once: src/nst/tiling.py sums the moments tile by tile.
+
+
+def gram_distance(gram: torch.Tensor, target: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The Gram loss of one layer from the generated image's Gram matrix."""
+    return 0.25 * F.mse_loss(gram, target["gram"])
+
+
+class _TraceSqrt(torch.autograd.Function):
+    """tr((A C A)^1/2) for symmetric PSD A and C, with the gradient 1/2 A (A C A)^+1/2 A
+    (the pseudo-inverse over the kept eigenvalues): what `nuclear_norm(A Y)` gives through
+    Y for C = Y Y^T, so the two forms of the W2 distance have the same gradient."""
+
+    @staticmethod
+    def forward(ctx, root: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        inner = root @ cov @ root
+        inner = (inner + inner.T) / 2
+        with lapack_threads(inner):
+            values, vectors = torch.linalg.eigh(inner)
+        keep = values > values.max().clamp_min(0) * 1e-12
+        roots = torch.where(keep, values.clamp_min(0).sqrt(), torch.zeros_like(values))
+        inverse = torch.where(keep, values.clamp_min(torch.finfo(values.dtype).tiny).rsqrt(), torch.zeros_like(values))
+        ctx.save_for_backward(root @ (vectors * inverse) @ vectors.T @ root)
+        return roots.sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:  # type: ignore[override]
+        (kernel,) = ctx.saved_tensors
+        return None, grad * 0.5 * kernel
+
+
+def gaussian_w2_moments(mean: torch.Tensor, cov: torch.Tensor, target: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`gaussian_w2` from the activations' (weighted) mean and covariance, in float64."""
+    cross = _TraceSqrt.apply(target["cov_sqrt"], cov)
+    distance = (mean - target["mean"]).pow(2).sum() + cov.trace() + target["trace"] - 2 * cross
+    return distance.clamp_min(0).float()
+
+
+def style_distance_from_moments(kind: str, moments: dict[str, torch.Tensor], channels: int,
+                                target: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`style_distance` from moments over the positions, each weighted by its mask value
+    (1 without a mask): `count` (sum of weights), `first` (sum of w_p F_p) and `second`
+    (sum of w_p F_p F_p^T; float64 for mean_cov)."""
+    count = moments["count"]
+    if kind == "gram":
+        gram = moments["second"] / (channels * count.clamp_min(1e-8))
+        return gram_distance(gram.reshape(target["gram"].shape), target)
+    if kind == "mean_cov":
+        total = count.double().clamp_min(1e-8)
+        mean = moments["first"] / total
+        cov = moments["second"] / total - torch.outer(mean, mean)
+        return target["scale"] * gaussian_w2_moments(mean, cov, target)
+    raise ValueError(f"the {kind!r} style loss has no form in moments (only gram and mean_cov)")
+
+
 def style_distance(kind: str, features: torch.Tensor, target: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
     """The style loss of one layer: Gram (default), mean and covariance (W2), or histograms.
     `features` may be in the backbone's compute dtype: only the plain Gram loss uses it as is."""
@@ -253,7 +313,7 @@ def style_distance(kind: str, features: torch.Tensor, target: dict[str, torch.Te
         return style_loss(features, target["gram"])
     features = features.float()
     if kind == "gram":
-        return 0.25 * F.mse_loss(masked_gram_matrix(features, mask), target["gram"])
+        return gram_distance(masked_gram_matrix(features, mask), target)
     if kind == "mean_cov":
         return target["scale"] * gaussian_w2(features, target, mask)
     if kind == "histogram":

@@ -10,6 +10,7 @@ checkpointed like a single-scale run; metrics.json gets a `pyramid` entry per le
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -59,3 +60,22 @@ def upsample(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 def describe(sizes: Sequence[int], steps: Sequence[int]) -> str:
     return ", ".join(f"{size} px x {count} steps" for size, count in zip(sizes, steps))
+
+
+# `pyramid=auto` (the default): single scale up to about 512 * sqrt(2) px; above, from about
+# 512 px up in factors of 2, so that a large output keeps the stroke scale and composition
+# of a 512 px run (the style layers' receptive fields are fixed in pixels). `steps` are the
+# coarsest level's; each finer level runs half as many (at least AUTO_MIN_STEPS): most of the
+# compute goes to the cheap levels.
+AUTO_SINGLE_SCALE = 724
+AUTO_COARSEST = 512
+AUTO_MIN_STEPS = 20
+
+
+def auto_plan(size: int, steps: int) -> list[tuple[int, int]]:
+    """(long side, steps) of each level of `pyramid=auto`, coarsest first."""
+    if size <= AUTO_SINGLE_SCALE:
+        return [(size, steps)]
+    levels = 1 + math.floor(math.log2(size / AUTO_COARSEST) + 0.5)
+    counts = [max(min(steps, AUTO_MIN_STEPS), round(steps / 2**level)) for level in range(levels)]
+    return list(zip(level_sizes(size, levels, 2.0), counts))

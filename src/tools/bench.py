@@ -41,6 +41,7 @@ from src.common.devices import (
 )
 from src.common.images import save_image, size_for_long_side
 from src.common.paths import PROJECT_ROOT
+from src.tools.print_bench import PRINT_SIZES, print_section
 from src.transfer.build import build_module
 from src.transfer.inputs import load_inputs
 from src.transfer.memory import estimated_peak_bytes
@@ -302,6 +303,8 @@ def gpu_section(quick: bool) -> dict[str, Any]:
 
 
 SECTIONS = ("steps", "quality", "memory", "gpu")
+# Opt-in (hours at 8192 px on a CPU): `--only print`.
+EXTRA_SECTIONS = ("print",)
 
 
 def image_override(group: str, value: str) -> str | None:
@@ -321,8 +324,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--style", help="style image for section 2: a file or a preset name (default: the default run's)")
     parser.add_argument("--size", type=int, help="section 2's image size (default 256; 128 with --quick)")
     parser.add_argument("--pastiche-steps", type=int, help="section 2: pastiche's L-BFGS steps (default 100; 20 with --quick)")
-    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
-                        help="run only these sections (default: all; gpu runs only where CUDA is present)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS + EXTRA_SECTIONS, default=list(SECTIONS),
+                        help="run only these sections (default: all but print; gpu runs only where CUDA is present)")
+    parser.add_argument("--print-sizes", nargs="+", type=int, default=list(PRINT_SIZES),
+                        help="the print section's long sides (default: 1024 2048 4096 8192)")
     args = parser.parse_args(argv)
     for name in ("size", "pastiche_steps"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -370,6 +375,9 @@ def main(argv: list[str] | None = None) -> None:
         report["gpu"] = gpu_section(args.quick)
     elif "gpu" in args.only:
         print("4. GPU: skipped, no CUDA device here")
+    if "print" in args.only:
+        print("5. print sizes: peak RSS and seconds per step, untiled and in tiles (4:3, 3-step runs, single scale)")
+        report["print"] = print_section(args.print_sizes, steps=2 if args.quick else 3)
     (out_dir / "bench.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {out_dir / 'bench.json'}")
 

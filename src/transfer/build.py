@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, Callable
 
 import pytorch_lightning as pl
 import torch
-from typing import Callable
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src.backbone.vgg import VGG19Features, backbone_from_config
 from src.common.devices import resolve_compute_dtype, target_device
+from src.common.errors import UserError
 from src.common.images import (
     resize,
     size_for_long_side,
@@ -26,8 +27,9 @@ from src.transfer.inputs import (
     prepare_styles,
     style_long_side,
 )
-from src.transfer.memory import check_fits, check_large_enough
+from src.transfer.memory import check_large_enough
 from src.transfer.module import Style, StyleTransfer
+from src.transfer.tiled import TiledStyleTransfer, plan_run
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +71,8 @@ def build_module(
         check_large_enough(style_height, style_width, list(cfg.layers.style), "style")
     history = int(cfg.optimizer.get("history_size", 0))
     compute_dtype = resolve_compute_dtype(cfg.device.compute_dtype, target_device(cfg.device.accelerator))
-    check_fits(height, width, layers, history, cfg.device.accelerator, size, compute_dtype)
-    for style_width, style_height in dict.fromkeys(style_sizes):
-        check_fits(style_height, style_width, list(cfg.layers.style), 0, cfg.device.accelerator, style_long, compute_dtype)
+    plan = plan_run(height, width, layers, list(cfg.layers.content), history, cfg.device.accelerator, size,
+                    compute_dtype, cfg.get("tile_size"), list(dict.fromkeys(style_sizes)))
     content = to_tensor(resize(inputs.content, (width, height)))
     styles = [to_tensor(resize(style.image, dims)) for style, dims in zip(inputs.styles, style_sizes)]
     styles = prepare_styles(cfg, styles, content)
@@ -84,7 +85,18 @@ def build_module(
     if len(styles) > 1 or any(style.mask is not None for style in inputs.styles):
         blend = [Style(image, style.weight, None if style.mask is None else mask_tensor(style.mask, height, width), style.name)
                  for image, style in zip(styles, inputs.styles)]
-    return module_class(
+    optimizer = instantiate(cfg.optimizer)
+    if plan.history_size != history:
+        log.info("L-BFGS history of %d pairs (not %d): what fits in memory at %d px", plan.history_size, history, size)
+        optimizer = instantiate(cfg.optimizer, history_size=plan.history_size)
+    tiling: dict[str, Any] = {}
+    if plan.tile_size is not None:
+        log.info("%d px: the loss is computed in tiles of %d px (it does not fit whole)", size, plan.tile_size)
+        tiling = {"tile_size": plan.tile_size}
+    if tiling and module_class is not StyleTransfer:
+        raise UserError(f"a {size} px run of this kind cannot be tiled; choose a smaller size")
+    return (TiledStyleTransfer if tiling else module_class)(
+        **tiling,
         backbone=backbone,
         content_image=content,
         style_image=styles[0],
@@ -94,7 +106,7 @@ def build_module(
         alpha=cfg.alpha,
         beta=cfg.beta,
         tv_weight=cfg.tv_weight,
-        optimizer=instantiate(cfg.optimizer),
+        optimizer=optimizer,
         styles=blend,
         style_loss=cfg.get("style_loss", "gram"),
         color=cfg.get("color", "none"),

@@ -8,8 +8,8 @@ the resolved config, the final image and the final metrics.
 from __future__ import annotations
 
 import logging
-import time
 import math
+import time
 from pathlib import Path
 from typing import Any
 

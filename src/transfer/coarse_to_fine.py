@@ -13,11 +13,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from src.common.errors import Interrupted, RunStopped
+from src.common.files import atomic_path
 from src.common.images import (
     save_image,
 )
 from src.common.terms import main_terms
-from src.nst.pyramid import describe, level_sizes, level_steps
+from src.nst.pyramid import auto_plan, describe, level_sizes, level_steps
 from src.transfer.build import build_module
 from src.transfer.callbacks import loss_callbacks
 from src.transfer.checkpoints import (
@@ -38,12 +39,15 @@ def pyramid_config(cfg: DictConfig) -> DictConfig:
 def pyramid_plan(cfg: DictConfig) -> list[tuple[int, int]]:
     """(long side, steps) of each level, coarsest first; one level without a pyramid."""
     pyramid = pyramid_config(cfg)
+    if pyramid.levels == "auto":
+        return auto_plan(cfg.size, cfg.steps)
     steps = OmegaConf.to_object(pyramid.steps) if OmegaConf.is_config(pyramid.steps) else pyramid.steps
     sizes = level_sizes(cfg.size, pyramid.levels, pyramid.factor)
     return list(zip(sizes, level_steps(cfg.steps, pyramid.levels, steps)))
 
 
 PYRAMID_FILE = "pyramid.json"
+LEVELS_DIR = "levels"  # each finished coarse level's result, to continue from
 
 
 def coarse_to_fine(cfg: DictConfig, plan: list[tuple[int, int]], output_dir: Path,
@@ -51,28 +55,52 @@ def coarse_to_fine(cfg: DictConfig, plan: list[tuple[int, int]], output_dir: Pat
     """Run every level but the finest, each from the previous one's result upsampled, and
     return the finest level's module (started from the last result) and what each level did.
 
-    The coarse levels are quick and are neither logged nor checkpointed: a stop during them
-    saves interrupted.png and asks for a new run; a resume continues the finest level from
-    its checkpoint without running them again.
+    Each coarse level's result is kept in levels/level_<n>.pt as it ends: a run stopped during
+    a coarse level continues (resume=<folder>) from the last finished one. A resume with a
+    checkpoint continues the finest level from it without running the coarse ones again.
     """
     inputs = load_inputs(cfg)
     backbone = None
     levels: list[dict[str, Any]] = []
     image = None
+    saved = output_dir / PYRAMID_FILE
     if resume_from is not None:
-        saved = output_dir / PYRAMID_FILE
         levels = json.loads(saved.read_text()) if saved.is_file() else []
     else:
         log.info("coarse to fine: %s", describe(*zip(*plan)))
+        finished = json.loads(saved.read_text()) if saved.is_file() else []
+        started = time.perf_counter()
         for index, (size, steps) in enumerate(plan[:-1]):
+            result_file = output_dir / LEVELS_DIR / f"level_{index + 1}.pt"
+            if result_file.is_file() and index < len(finished):
+                image = torch.load(result_file, weights_only=True)
+                levels.append(finished[index])
+                log.info("pyramid level %d of %d (%d px): finished before, continuing from it",
+                         index + 1, len(plan), size)
+                continue
             module = build_module(cfg, size=size, coarse=image, inputs=inputs, backbone=backbone)
             backbone = module.backbone
             image, record = run_level(cfg, module, steps, output_dir, f"pyramid level {index + 1} of {len(plan)} ({size} px)",
                                       label=f"level {index + 1}/{len(plan)}")
             levels.append(record)
-        (output_dir / PYRAMID_FILE).write_text(json.dumps(levels, indent=2))
+            result_file.parent.mkdir(exist_ok=True)
+            with atomic_path(result_file) as temporary:
+                torch.save(image, temporary)
+            saved.write_text(json.dumps(levels, indent=2))
+            log.info("about %s left (from this level's seconds per pixel-step)",
+                     time_left(record, plan[index + 1:], time.perf_counter() - started))
+        saved.write_text(json.dumps(levels, indent=2))
     # On a resume no level ran: build_module loads the backbone (with the configured dtype).
     return build_module(cfg, coarse=image, inputs=inputs, backbone=backbone), levels
+
+
+def time_left(record: dict[str, Any], remaining: list[tuple[int, int]], elapsed: float) -> str:
+    """The remaining levels' time, at the finished level's seconds per pixel and step (larger
+    levels are a little slower per pixel on a CPU: a lower bound, tiles not counted)."""
+    rate = record["wall_seconds"] / max(1, record["steps"] * record["height"] * record["width"])
+    aspect = record["height"] / record["width"]
+    seconds = sum(rate * steps * size * size * min(aspect, 1 / aspect) for size, steps in remaining)
+    return f"{seconds / 60:.1f} min ({elapsed / 60:.1f} min so far)"
 
 
 def run_level(cfg: DictConfig, module: StyleTransfer, steps: int, output_dir: Path, name: str,
@@ -92,7 +120,7 @@ def run_level(cfg: DictConfig, module: StyleTransfer, steps: int, output_dir: Pa
         save_image(result, output_dir / "interrupted.png")
         raise Interrupted(
             f"stopped by {stop.signal_name} during {name}, before the finest level; saved interrupted.png. "
-            "Coarse levels are not checkpointed: run the same command again to start over",
+            f"Finished levels are kept: continue with resume={output_dir}",
             exit_code=128 + stop.received,
         )
     final = module.evaluate_image(result)

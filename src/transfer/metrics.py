@@ -45,6 +45,7 @@ def collect_metrics(module: StyleTransfer, final: dict[str, float], steps: int, 
         "width": int(width),
         "device": str(module.device),
         "compute_dtype": str(module.backbone.compute_dtype).removeprefix("torch."),
+        **({"tiling": module.tiling_summary()} if hasattr(module, "tiling_summary") else {}),
         # Several styles: each one's share of the final style term (they sum to final.style).
         **({"final_styles": {k.removeprefix("loss/blend/"): v for k, v in final.items() if k.startswith("loss/blend/")}}
            if any(k.startswith("loss/blend/") for k in final) else {}),

@@ -183,29 +183,40 @@ class StyleTransfer(pl.LightningModule):
             self.compute_targets()
         # Activations in the backbone's dtype: the Gram loss's backward then runs in bf16 too.
         features = self.backbone(self.view(image), self.used_layers, upcast=False)
+        content = {n: content_loss(features[n].float(), self.content_targets[n]) for n in self.content_layers}
+        style = {
+            name: [style_distance(self.style_loss_kind, features[name], self.style_target_sets[index][name],
+                                  None if self.layer_masks[index] is None else self.layer_masks[index][name])
+                   for index in range(len(self.style_weights))]
+            for name in self.style_layers
+        }
+        return self.combine(content, style, tv_loss(image) if self.tv_weight else None)
+
+    def combine(self, content: Mapping[str, torch.Tensor], style: Mapping[str, Sequence[torch.Tensor]],
+                tv: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The weighted terms from each layer's distances: `content[layer]`, `style[layer][style
+        index]` and the TV loss (None: tv_weight is 0). Shared by whole-image and tiled
+        evaluation (src/nst/tiling.py), which computes the same distances tile by tile."""
+        any_term = next(iter(content.values()))
         terms: dict[str, torch.Tensor] = {}
-        content = sum(w * self.content_norms[n] * content_loss(features[n].float(), self.content_targets[n])
-                      for n, w in self.content_layers.items())
-        style = image.new_zeros(())
-        per_style = [image.new_zeros(()) for _ in self.style_weights]
+        content_term = sum(w * self.content_norms[n] * content[n] for n, w in self.content_layers.items())
+        total_style = any_term.new_zeros(())
+        per_style = [any_term.new_zeros(()) for _ in self.style_weights]
         for name, weight in self.style_layers.items():
-            term = image.new_zeros(()) if len(self.style_weights) > 1 else None
+            term = any_term.new_zeros(()) if len(self.style_weights) > 1 else None
             for index, share in enumerate(self.style_weights):
-                masks = self.layer_masks[index]
-                part = self.beta * weight * share * self.style_norm_sets[index][name] * style_distance(
-                    self.style_loss_kind, features[name], self.style_target_sets[index][name],
-                    None if masks is None else masks[name])
+                part = self.beta * weight * share * self.style_norm_sets[index][name] * style[name][index]
                 if len(self.style_weights) > 1:
                     per_style[index] = per_style[index] + part
                 term = part if term is None else term + part
             terms[f"loss/style/{name}"] = term
-            style = style + term
+            total_style = total_style + term
         if len(self.style_weights) > 1:
             for name, value in zip(self.style_names, per_style):
                 terms[f"loss/blend/{name}"] = value
-        terms["loss/content"] = self.alpha * content
-        terms["loss/style"] = style
-        terms["loss/tv"] = self.tv_weight * self.tv_norm * tv_loss(image) if self.tv_weight else image.new_zeros(())
+        terms["loss/content"] = self.alpha * content_term
+        terms["loss/style"] = total_style
+        terms["loss/tv"] = self.tv_weight * self.tv_norm * tv if tv is not None else any_term.new_zeros(())
         terms["loss/total"] = terms["loss/content"] + terms["loss/style"] + terms["loss/tv"]
         return terms
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.common.errors import UserError
 from src.common.paths import resolve_input_path
 from src.transfer.checkpoints import checkpoint_path
+from src.transfer.coarse_to_fine import LEVELS_DIR
 
 APPLIED_ON_RESUME = ("steps", "device", "logger", "checkpoint_every", "snapshot_every", "output")
 IGNORED_ON_RESUME = ("resume", "hydra")
@@ -31,7 +32,7 @@ def run_folder(run_dir: str | os.PathLike) -> Path:
         raise UserError(f"resume={run_dir}: {folder} is a file; give the run's folder")
     if not (folder / ".hydra" / "config.yaml").is_file():
         raise UserError(f"resume={run_dir}: {folder} is not a run folder (no .hydra/config.yaml)")
-    if not checkpoint_path(folder).is_file():
+    if not checkpoint_path(folder).is_file() and not (folder / LEVELS_DIR).is_dir():
         raise UserError(f"resume={run_dir}: {folder} has no checkpoint to continue from ({checkpoint_path(folder)})")
     return folder
 

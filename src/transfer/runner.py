@@ -13,9 +13,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from src.common.errors import Interrupted, RunStopped, UserError
+from src.common.export import export_image
 from src.common.images import save_image, to_pil
 from src.common.paths import resolve_input_path
 from src.transfer.build import build_module
@@ -80,6 +81,9 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
              cfg.content.path, cfg.style.path, cfg.size, cfg.steps, extra=FILE_ONLY)
 
     plan = pyramid_plan(cfg)
+    if plan[-1][1] != cfg.steps:  # pyramid=auto: `steps` are the coarsest level's
+        with open_dict(cfg):
+            cfg.steps = plan[-1][1]
     levels: list[dict[str, Any]] = []
     if len(plan) == 1:
         module = build_module(cfg)
@@ -116,6 +120,7 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
                 module.image.copy_(module.output_image())  # the averaged image is the result
         final = module.evaluate()
         save_image(module.image, output_dir / "final.png")
+        export_image(module.image, output_dir, list(cfg.get("export") or []))
         metrics = collect_metrics(module, final, trainer.global_step, wall_seconds)
         if levels:
             add_levels(metrics, levels, module, trainer.global_step, wall_seconds, final)

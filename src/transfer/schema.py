@@ -38,7 +38,7 @@ class StyleConfig:
 
 @dataclass
 class PyramidConfig:
-    levels: int = 1  # 1: single scale
+    levels: Any = 1  # 1: single scale; auto: by size (src/pyramid.py auto_plan)
     factor: float = 2.0  # size ratio between neighbouring levels
     steps: Any = None  # steps of each coarser level: null (= steps), an int, or a list from the coarsest
 
@@ -90,6 +90,8 @@ class StyleTransferConfig:
     style_loss: str = "gram"  # gram | mean_cov | histogram
     normalization: str = "relative"  # relative (each term over its target's magnitude) | gatys (raw terms)
     color: str = "none"  # none | luminance | match
+    export: List[str] = field(default_factory=list)  # also write png16 and/or tiff16 (16-bit, sRGB profile)
+    tile_size: Optional[int] = None  # null: tiles only when the run does not fit whole; 0: never; N: tiles of N px
     ema: float = 0.0  # output a moving average of the image with this decay (0: off)
     steps: int = 150
     seed: int = 0

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-import os
-
 from src.backbone.vgg import check_layer_names
-from src.common.paths import path_problem, resolve_input_path
 from src.common.devices import resolve_compute_dtype, target_device
 from src.common.errors import UserError
+from src.common.export import EXPORT_FORMATS
 from src.common.images import (
     MIN_SIZE,
 )
+from src.common.paths import path_problem, resolve_input_path
 from src.nst.color import COLOR_MODES
 from src.nst.losses import NORMALIZATIONS, STYLE_LOSSES
 from src.nst.masks import check_shape, is_shape
@@ -138,11 +138,19 @@ def validate_controls(cfg: DictConfig) -> None:
                                     f"with :fraction, e.g. top:0.4) nor an image file ({problem})")
     if sum(weight for _, _, weight, _ in entries) <= 0:
         raise UserError("style.weight and style.blend weights are all 0: at least one style needs a weight > 0")
+    unknown = [kind for kind in cfg.get("export") or [] if kind not in EXPORT_FORMATS]
+    if unknown:
+        raise UserError(f"export={list(cfg.export)}: unknown format(s) {unknown}; choose from {', '.join(EXPORT_FORMATS)}")
+    tile_size = cfg.get("tile_size")
+    if tile_size is not None and (not isinstance(tile_size, int) or tile_size < 0):
+        raise UserError(f"tile_size={tile_size}: must be null (tiles when needed), 0 (never) or a number of pixels")
     pyramid = pyramid_config(cfg)
-    if not isinstance(pyramid.levels, int) or pyramid.levels < 1:
-        raise UserError(f"pyramid.levels={pyramid.levels}: must be an integer >= 1 (1: single scale)")
+    if pyramid.levels != "auto" and (not isinstance(pyramid.levels, int) or pyramid.levels < 1):
+        raise UserError(f"pyramid.levels={pyramid.levels}: must be auto or an integer >= 1 (1: single scale)")
     if not isinstance(pyramid.factor, (int, float)) or not 1.0 < pyramid.factor <= 4.0:
         raise UserError(f"pyramid.factor={pyramid.factor}: must be a number in (1, 4], e.g. 2 or 1.414")
+    if pyramid.levels == "auto":
+        return
     check_steps(OmegaConf.to_object(pyramid.steps) if OmegaConf.is_config(pyramid.steps) else pyramid.steps, pyramid.levels)
     coarsest = level_sizes(cfg.size, pyramid.levels, pyramid.factor)[0]
     if coarsest < MIN_SIZE:

@@ -1,0 +1,165 @@
+"""Runs larger than memory: the module in tiles, and the plan that decides when to tile.
+
+A run is untiled when its estimated peak fits (fastest; results as they always were), else
+tiled (src/nst/tiling.py: the same loss and gradient, memory bounded by the tile) with the
+largest tile, then the largest L-BFGS history, that fits. `tile_size=N` forces tiles of N px;
+`tile_size=0` never tiles. The refusal names the largest size that would fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from src.backbone.receptive_field import receptive_field
+from src.backbone.vgg import deepest_layer
+from src.common.devices import available_bytes
+from src.common.errors import UserError
+from src.nst.tiling import TiledObjective
+from src.transfer.memory import ACTIVATION_FACTOR, BASE_BYTES, BYTES_PER_FLOAT, activation_bytes, estimated_peak_bytes
+from src.transfer.module import StyleTransfer
+
+# Tile sizes tried, largest first: a larger tile repeats less of its margin (less time).
+TILE_SIZES = (1536, 1024, 768, 512, 384, 256)
+LARGE_TILE = 768
+# L-BFGS histories tried when the configured one does not fit, largest first.
+HISTORY_SIZES = (20, 10, 5, 3)
+# Image-sized float32 buffers of a tiled run besides the optimiser's: the image and its
+# gradient, the content image, the last good image, the TV term's graph, crop copies.
+TILED_IMAGE_BUFFERS = 8
+
+
+class TiledStyleTransfer(StyleTransfer):
+    """StyleTransfer whose loss and gradient are computed in tiles of about `tile_size` px.
+
+    `losses` returns the same terms as the untiled module; where a gradient is wanted, the
+    total carries the exact tiled gradient (J + <x, g> - <x, g>.detach(): the value J, the
+    gradient g), so Lightning's optimiser loop, the loss scale and evaluation are unchanged."""
+
+    def __init__(self, *args: Any, tile_size: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tile_size = int(tile_size)
+        self.tiling = TiledObjective(self, self.tile_size)
+
+    @torch.no_grad()
+    def compute_targets(self) -> None:
+        self.tiling.compute_targets()
+
+    def losses(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not (torch.is_grad_enabled() and image.requires_grad):
+            return self.tiling.terms(image)
+        terms, gradient = self.tiling.terms_and_gradient(image)
+        linear = (image * gradient).sum()
+        terms["loss/total"] = terms["loss/total"] + (linear - linear.detach())
+        return terms
+
+    def tiling_summary(self) -> dict[str, int]:
+        return {"tile_size": self.tile_size, "tiles": len(self.tiling.tiles)}
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How a run fits: untiled (tile_size None) or in tiles, with this L-BFGS history."""
+
+    tile_size: int | None
+    history_size: int
+    needed_bytes: int
+
+
+def activation_peak_bytes(height: int, width: int, layers: list[str], compute_dtype: str) -> float:
+    """The backbone's share of a pass over a height x width image (as estimated_peak_bytes counts it)."""
+    last = deepest_layer(layers)
+    if compute_dtype == "float32":
+        return ACTIVATION_FACTOR * activation_bytes(height, width, last)
+    widest = max(activation_bytes(height, width, last, only=[name]) for name in layers)
+    return ACTIVATION_FACTOR * activation_bytes(height, width, last, bytes_per_value=2) + widest
+
+
+def crop_side(length: int, tile_size: int, layers: list[str]) -> int:
+    """The longest crop of a tile along an axis: its core and the deepest layer's margin."""
+    deepest = receptive_field(deepest_layer(layers))
+    return min(length, tile_size + deepest.size + deepest.stride)
+
+
+def tiled_peak_bytes(height: int, width: int, layers: list[str], content_layers: list[str], history_size: int,
+                     compute_dtype: str, tile_size: int) -> int:
+    """The peak of a tiled run: one crop's activations, the content targets at the whole
+    image's size, and the image-sized buffers (the optimiser's history among them)."""
+    image = 3 * height * width * BYTES_PER_FLOAT
+    crop = activation_peak_bytes(crop_side(height, tile_size, layers), crop_side(width, tile_size, layers), layers,
+                                 compute_dtype)
+    content = activation_bytes(height, width, deepest_layer(content_layers), only=content_layers)
+    return int(BASE_BYTES + crop + content + (2 * history_size + 4 + TILED_IMAGE_BUFFERS) * image)
+
+
+def plan_memory(height: int, width: int, layers: list[str], content_layers: list[str], history_size: int,
+                compute_dtype: str, have: int, tile_size: int | None = None) -> MemoryPlan | None:
+    """Untiled when the run fits with its history; else the largest tile, then the largest
+    history, that fits. `tile_size` None: choose; 0: never tile; N: tiles of N px. None: nothing fits."""
+    histories = [history_size, *(h for h in HISTORY_SIZES if h < history_size)] if history_size else [0]
+    if not tile_size:
+        for history in histories if tile_size == 0 else histories[:1]:
+            needed = estimated_peak_bytes(height, width, layers, history, compute_dtype)
+            if needed <= have:
+                return MemoryPlan(None, history, needed)
+        if tile_size == 0:
+            return None
+    tiles = [tile_size] if tile_size else [t for t in TILE_SIZES if t < max(height, width)] or [TILE_SIZES[-1]]
+    # Large tiles first, each with the largest history that fits: small tiles repeat their
+    # margins (a 256 px tile's crop is 2.8 times its area), a shorter history costs less.
+    for group in ([t for t in tiles if t >= LARGE_TILE], [t for t in tiles if t < LARGE_TILE]):
+        for history in histories:
+            for tile in group:
+                needed = tiled_peak_bytes(height, width, layers, content_layers, history, compute_dtype, tile)
+                if needed <= have:
+                    return MemoryPlan(tile, history, needed)
+    return None
+
+
+def largest_fitting_size(aspect: float, layers: list[str], content_layers: list[str], history_size: int,
+                         compute_dtype: str, have: int, tile_size: int | None) -> int | None:
+    """The largest long side (same aspect, height / width) for which `plan_memory` finds a plan."""
+    def fits(long_side: int) -> bool:
+        width, height = (long_side, max(1, round(long_side * aspect))) if aspect <= 1 else \
+            (max(1, round(long_side / aspect)), long_side)
+        plan = plan_memory(height, width, layers, content_layers, history_size, compute_dtype, have, tile_size)
+        return plan is not None
+
+    low, high = 64, 65536
+    if not fits(low):
+        return None
+    while high - low > 16:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def plan_run(height: int, width: int, layers: list[str], content_layers: list[str], history_size: int,
+             accelerator: str, size: int, compute_dtype: str, tile_size: int | None,
+             style_sizes: list[tuple[int, int]]) -> MemoryPlan:
+    """The memory plan of a run at `size` (its content `height` x `width`), or a one-line refusal
+    that names the largest size that would fit. A style image too large to take whole makes
+    the run tiled (its targets are then summed in tiles too)."""
+    have, what = available_bytes(accelerator)
+    plan = plan_memory(height, width, layers, content_layers, history_size, compute_dtype, have, tile_size)
+    style_layers = [name for name in layers if name not in content_layers] or layers
+    if plan is not None and plan.tile_size is None and tile_size != 0:
+        if any(estimated_peak_bytes(h, w, style_layers, 0, compute_dtype) > have for w, h in style_sizes):
+            args = (height, width, layers, content_layers, history_size, compute_dtype, have)
+            plan = plan_memory(*args, TILE_SIZES[0]) or plan_memory(*args, TILE_SIZES[-1])
+    if plan is not None:
+        return plan
+    smallest = tile_size if tile_size else TILE_SIZES[-1]
+    needed = (estimated_peak_bytes(height, width, layers, history_size, compute_dtype) if tile_size == 0 else
+              tiled_peak_bytes(height, width, layers, content_layers, HISTORY_SIZES[-1] if history_size else 0,
+                               compute_dtype, smallest))
+    how = "untiled" if tile_size == 0 else f"in tiles of {smallest} px" + \
+        (f" with an L-BFGS history of {HISTORY_SIZES[-1]}" if history_size else "")
+    largest = largest_fitting_size(height / width, layers, content_layers, history_size, compute_dtype, have, tile_size)
+    hint = f"size={largest} fits" if largest else "no size fits"
+    raise UserError(
+        f"size={size} ({width}x{height} px) needs about {needed / 2**30:.1f} GiB {how}, more than the "
+        f"{have / 2**30:.1f} GiB of {what}; {hint}"
+    )
