@@ -77,8 +77,12 @@ def compose_config(overrides: list[str]) -> Any:
         raise UserError(describe(error, overrides, lambda: config_keys("config"), "src.run")) from None
 
 
-def stylize_image(content: str | os.PathLike | Image.Image, style: str | os.PathLike | Image.Image,
-                  output_dir: str | os.PathLike | None = None, **settings: Any) -> tuple[Image.Image, dict[str, Any]]:
+def stylize_image(
+    content: str | os.PathLike | Image.Image,
+    style: str | os.PathLike | Image.Image,
+    output_dir: str | os.PathLike | None = None,
+    **settings: Any,
+) -> tuple[Image.Image, dict[str, Any]]:
     """Run one style transfer; return the result image and its metrics (metrics.json's content).
 
     The run's files (final.png, metrics.json, loss.png, ...) go to `output_dir`, or to a

@@ -18,12 +18,24 @@ configure()
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*overrides: str, module: str = "src.run", cwd: Path = ROOT, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *overrides: str, module: str = "src.run", cwd: Path = ROOT, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """`python -m src.run <overrides>` as a user would type it."""
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-m", module, *overrides],
-        cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -38,8 +50,18 @@ def small_run_args(tmp_path: Path) -> list[str]:
 
 
 # Modules whose tests run the real program end to end, or time it: `make test-fast` skips them.
-SLOW_MODULES = {"test_bench", "test_cli", "test_controls", "test_device", "test_faults", "test_run", "test_speed",
-                "test_video", "test_visualize", "test_wandb"}
+SLOW_MODULES = {
+    "test_bench",
+    "test_cli",
+    "test_controls",
+    "test_device",
+    "test_faults",
+    "test_run",
+    "test_speed",
+    "test_video",
+    "test_visualize",
+    "test_wandb",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -66,7 +66,7 @@ def test_first_layer_activation_matches_hand_computation():
     rgb = rng.random((3, 9, 9)).astype(np.float32)
     bgr = rgb[::-1] * 255.0 - np.array([103.939, 116.779, 123.68], dtype=np.float32)[:, None, None]
     y, x = 4, 6
-    expected = np.maximum(0.0, (kernel * bgr[None, :, y - 1:y + 2, x - 1:x + 2]).sum(axis=(1, 2, 3)) + bias)
+    expected = np.maximum(0.0, (kernel * bgr[None, :, y - 1 : y + 2, x - 1 : x + 2]).sum(axis=(1, 2, 3)) + bias)
     model = build_backbone(last_layer="relu1_1")
     got = model(torch.from_numpy(rgb)[None], ["relu1_1"])["relu1_1"][0, :, y, x].numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)

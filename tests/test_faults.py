@@ -98,7 +98,11 @@ def start(tmp_path: Path, name: str, steps: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, "-m", "src.run", *RUN, f"steps={steps}", f"hydra.run.dir={tmp_path / name}"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -168,7 +172,9 @@ def test_nan_stops_with_last_good_image_and_metrics(tmp_path, monkeypatch):
         stylize(cfg, tmp_path / "run")
     assert raised.value.exit_code == 3
     metrics = read_metrics(tmp_path / "run")
-    assert metrics["status"] == "failed" and metrics["steps"] == 3 and "nan" in metrics["error"]  # image after 3 steps; NaN at the 4th
+    assert (
+        metrics["status"] == "failed" and metrics["steps"] == 3 and "nan" in metrics["error"]
+    )  # image after 3 steps; NaN at the 4th
     assert np.isfinite(metrics["final"]["total"]) and metrics["final"]["total"] < metrics["initial"]["total"]
     image = load_image(tmp_path / "run" / "last_good.png")
     assert image.size == (40, 30)

@@ -28,7 +28,7 @@ def test_content_loss_formula():
 def test_style_loss_formula_and_zero_for_identical_features():
     a, b = torch.rand(1, 3, 4, 5), torch.rand(1, 3, 7, 2)
     ga, gb = gram_matrix(a), gram_matrix(b)
-    expected = ((ga - gb) ** 2).sum() / (4 * 3 ** 2)
+    expected = ((ga - gb) ** 2).sum() / (4 * 3**2)
     torch.testing.assert_close(style_loss(a, gb), expected)
     assert style_loss(a, ga).item() == 0.0
     assert style_loss(a, gb).item() > 0.0
@@ -133,5 +133,7 @@ def test_masked_style_losses_only_see_the_masked_positions(kind):
     scrambled[..., 4:] = torch.rand(1, 6, 8, 4, generator=generator) * 100  # outside the mask
     masked = style_distance(kind, features, target, mask)
     torch.testing.assert_close(style_distance(kind, scrambled, target, mask), masked)
-    torch.testing.assert_close(masked, style_distance(kind, features[..., :4].contiguous(), target), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        masked, style_distance(kind, features[..., :4].contiguous(), target), rtol=1e-4, atol=1e-6
+    )
     torch.testing.assert_close(masked_gram_matrix(features, torch.ones(1, 1, 8, 8)), gram_matrix(features))

@@ -53,10 +53,13 @@ def test_relative_terms_are_the_relative_distances():
     target = style_target("gram", style)
     gram, reference = gram_matrix(features), gram_matrix(style)
     relative = (gram - reference).pow(2).sum() / reference.pow(2).sum()
-    torch.testing.assert_close(style_norm("relative", target) * style_distance("gram", features, target),
-                               RELATIVE_STYLE_UNIT * relative)
-    torch.testing.assert_close(content_norm("relative", content) * content_loss(features, content),
-                               (features - content).pow(2).sum() / content.pow(2).sum())
+    torch.testing.assert_close(
+        style_norm("relative", target) * style_distance("gram", features, target), RELATIVE_STYLE_UNIT * relative
+    )
+    torch.testing.assert_close(
+        content_norm("relative", content) * content_loss(features, content),
+        (features - content).pow(2).sum() / content.pow(2).sum(),
+    )
     image, photo = torch.rand(1, 3, 9, 9, generator=generator), torch.rand(1, 3, 9, 9, generator=generator)
     torch.testing.assert_close(tv_norm("relative", photo) * tv_loss(image), tv_loss(image) / tv_loss(photo))
     assert tv_norm("relative", photo) * tv_loss(photo).item() == pytest.approx(1.0)

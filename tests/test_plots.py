@@ -21,17 +21,30 @@ from src.render.text import fit_size, pretty_value
 from src.sweeps.read import read_sweep
 from src.sweeps.report import contact_sheet, write_report
 
-COLOURS = [(220, 40, 40), (40, 180, 60), (40, 80, 220), (230, 200, 30), (150, 60, 200), (30, 200, 200),
-           (250, 130, 20), (120, 120, 120)]
+COLOURS = [
+    (220, 40, 40),
+    (40, 180, 60),
+    (40, 80, 220),
+    (230, 200, 30),
+    (150, 60, 200),
+    (30, 200, 200),
+    (250, 130, 20),
+    (120, 120, 120),
+]
 
 
-def fake_sweep(root: Path, axes: list[tuple[str, str, list[str]]], failed=(), missing=(), fixed=("size=32",),
-               image_size=(40, 30)) -> Path:
+def fake_sweep(
+    root: Path, axes: list[tuple[str, str, list[str]]], failed=(), missing=(), fixed=("size=32",), image_size=(40, 30)
+) -> Path:
     """A sweep folder as `python -m src.run -m` leaves it. axes: (key, as typed, as Hydra passes it to jobs)."""
     root.mkdir(parents=True, exist_ok=True)
     typed = [f"{key}={','.join(values)}" for key, values, _ in [(k, t.split(","), j) for k, t, j in axes]]
-    OmegaConf.save(OmegaConf.create({"hydra": {"overrides": {"task": [*typed, *fixed], "hydra": []},
-                                               "sweeper": {"params": None}}}), root / "multirun.yaml")
+    OmegaConf.save(
+        OmegaConf.create(
+            {"hydra": {"overrides": {"task": [*typed, *fixed], "hydra": []}, "sweeper": {"params": None}}}
+        ),
+        root / "multirun.yaml",
+    )
     for num, combo in enumerate(itertools.product(*[job_values for _, _, job_values in axes])):
         if num in missing:
             continue
@@ -46,10 +59,21 @@ def fake_sweep(root: Path, axes: list[tuple[str, str, list[str]]], failed=(), mi
             record.update(status="completed")
             Image.new("RGB", image_size, COLOURS[num % len(COLOURS)]).save(directory / "final.png")
             terms = {"total": 100.0 + num, "content": 10.0, "style": 90.0 + num, "tv": 0.0}
-            (directory / "metrics.json").write_text(json.dumps({
-                "initial": {**terms, "total": 1000.0}, "final": terms,
-                "final_style_layers": {"relu1_1": 1.0, "relu5_1": 2.0}, "steps": 5, "wall_seconds": 1.0,
-                "seconds_per_step": 0.2, "height": image_size[1], "width": image_size[0], "device": "cpu"}))
+            (directory / "metrics.json").write_text(
+                json.dumps(
+                    {
+                        "initial": {**terms, "total": 1000.0},
+                        "final": terms,
+                        "final_style_layers": {"relu1_1": 1.0, "relu5_1": 2.0},
+                        "steps": 5,
+                        "wall_seconds": 1.0,
+                        "seconds_per_step": 0.2,
+                        "height": image_size[1],
+                        "width": image_size[0],
+                        "device": "cpu",
+                    }
+                )
+            )
         (directory / "job.json").write_text(json.dumps(record))
     return root
 
@@ -59,9 +83,14 @@ def centre(box):
 
 
 def test_contact_sheet_2x3_grid_with_a_failed_job(tmp_path):
-    sweep_dir = fake_sweep(tmp_path / "sweep", [("style", "picasso,starry_night", ["picasso", "starry_night"]),
-                                                ("beta", "1e3,1e4,1e5", ["1000.0", "10000.0", "100000.0"])],
-                           failed={4})
+    sweep_dir = fake_sweep(
+        tmp_path / "sweep",
+        [
+            ("style", "picasso,starry_night", ["picasso", "starry_night"]),
+            ("beta", "1e3,1e4,1e5", ["1000.0", "10000.0", "100000.0"]),
+        ],
+        failed={4},
+    )
     sweep = write_report(sweep_dir)
     sheet = Image.open(sweep_dir / "contact_sheet.png").convert("RGB")
     image, layout = contact_sheet(read_sweep(sweep_dir))
@@ -101,8 +130,15 @@ def test_summary_csv_one_row_per_job(tmp_path):
 
 
 def test_three_swept_parameters_and_a_job_that_never_ran(tmp_path):
-    sweep_dir = fake_sweep(tmp_path / "sweep", [("style", "a,b", ["a", "b"]), ("init", "content,noise", ["content", "noise"]),
-                                                ("seed", "1,2,3", ["1", "2", "3"])], missing={7})
+    sweep_dir = fake_sweep(
+        tmp_path / "sweep",
+        [
+            ("style", "a,b", ["a", "b"]),
+            ("init", "content,noise", ["content", "noise"]),
+            ("seed", "1,2,3", ["1", "2", "3"]),
+        ],
+        missing={7},
+    )
     sweep = read_sweep(sweep_dir)
     image, layout = contact_sheet(sweep)
     assert (layout.rows, layout.cols) == (4, 3)  # rows: style x init, columns: seed
@@ -124,27 +160,44 @@ def test_job_killed_mid_run_shows_as_no_result(tmp_path):
 
 def test_report_command_rewrites_the_report(tmp_path):
     sweep_dir = fake_sweep(tmp_path / "sweep", [("beta", "1,2", ["1", "2"])])
-    result = subprocess.run([sys.executable, "-m", "src.sweep", str(sweep_dir)], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "src.sweep", str(sweep_dir)], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert (sweep_dir / "contact_sheet.png").is_file() and (sweep_dir / "summary.csv").is_file()
     assert "2 of 2 jobs completed" in result.stdout
     (tmp_path / "empty").mkdir()
-    bad = subprocess.run([sys.executable, "-m", "src.sweep", str(tmp_path / "empty")], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "src.sweep", str(tmp_path / "empty")], cwd=ROOT, capture_output=True, text=True
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
 
 
-@pytest.mark.parametrize("typed, shown", [("1000.0", "1e3"), ("10000.0", "1e4"), ("0.5", "0.5"), ("2.5", "2.5"),
-                                          ("15000.0", "15000"), ("3", "3"), ("picasso", "picasso"), ("1e-05", "1e-5")])
+@pytest.mark.parametrize(
+    "typed, shown",
+    [
+        ("1000.0", "1e3"),
+        ("10000.0", "1e4"),
+        ("0.5", "0.5"),
+        ("2.5", "2.5"),
+        ("15000.0", "15000"),
+        ("3", "3"),
+        ("picasso", "picasso"),
+        ("1e-05", "1e-5"),
+    ],
+)
 def test_pretty_values(typed, shown):
     assert pretty_value(typed) == shown
 
 
 def test_loss_plot_log_scale_with_zero_terms(tmp_path):
-    history = {"loss/total": [(s, 100.0 / (s + 1)) for s in range(10)],
-               "loss/content": [(s, 0.0 if s == 0 else 1.0 + s) for s in range(10)],
-               "loss/style": [(s, 99.0 / (s + 1)) for s in range(10)],
-               "loss/tv": [(s, 0.0) for s in range(10)],
-               "loss/style/relu1_1": [(s, 5.0) for s in range(10)]}
+    history = {
+        "loss/total": [(s, 100.0 / (s + 1)) for s in range(10)],
+        "loss/content": [(s, 0.0 if s == 0 else 1.0 + s) for s in range(10)],
+        "loss/style": [(s, 99.0 / (s + 1)) for s in range(10)],
+        "loss/tv": [(s, 0.0) for s in range(10)],
+        "loss/style/relu1_1": [(s, 5.0) for s in range(10)],
+    }
     path = plot_losses(history, tmp_path / "loss.png", title="a title")
     image = Image.open(path)
     assert image.format == "PNG" and image.size == (950, 500)
@@ -189,8 +242,11 @@ def test_failed_run_still_draws_how_far_it_got(tmp_path, monkeypatch):
 
 
 def test_big_grids_get_smaller_cells(tmp_path):
-    sweep_dir = fake_sweep(tmp_path / "sweep", [("seed", ",".join(map(str, range(40))), [str(i) for i in range(40)])],
-                           image_size=(512, 384))
+    sweep_dir = fake_sweep(
+        tmp_path / "sweep",
+        [("seed", ",".join(map(str, range(40))), [str(i) for i in range(40)])],
+        image_size=(512, 384),
+    )
     image, layout = contact_sheet(read_sweep(sweep_dir))
     assert (layout.rows, layout.cols) == (1, 40)
     assert layout.box[0] == 6000 // 40 and image.size[0] < 40 * 160 + 200

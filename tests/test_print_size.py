@@ -20,8 +20,16 @@ def test_auto_pyramid_is_single_scale_up_to_724_px_then_from_512_px_in_factors_o
 
 
 def test_default_run_above_724_px_goes_coarse_to_fine_and_exports_16_bit(tmp_path):
-    result = run_cli("size=760", "steps=2", "logger=none", "device=cpu", "checkpoint_every=0", "export=[png16,tiff16]",
-                     "layers=fine", f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_cli(
+        "size=760",
+        "steps=2",
+        "logger=none",
+        "device=cpu",
+        "checkpoint_every=0",
+        "export=[png16,tiff16]",
+        "layers=fine",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = read_metrics(tmp_path / "run")
     assert [(level["width"], level["steps"]) for level in metrics["pyramid"]] == [(380, 2), (760, 2)]
@@ -36,8 +44,16 @@ def test_a_run_stopped_after_a_coarse_level_continues_from_it(tmp_path):
     import json
     import shutil
 
-    common = ["size=128", "steps=3", "pyramid=factor2", "pyramid.steps=2", "logger=none", "device=cpu",
-              "checkpoint_every=0", "layers=fine"]
+    common = [
+        "size=128",
+        "steps=3",
+        "pyramid=factor2",
+        "pyramid.steps=2",
+        "logger=none",
+        "device=cpu",
+        "checkpoint_every=0",
+        "layers=fine",
+    ]
     straight = run_cli(*common, f"hydra.run.dir={tmp_path / 'straight'}")
     assert straight.returncode == 0, straight.stderr[-2000:]
     levels = json.loads((tmp_path / "straight" / "pyramid.json").read_text())

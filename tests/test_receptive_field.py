@@ -25,11 +25,27 @@ from src.common.errors import UserError
 # (The issue's "relu4_1 rf 60, relu5_1 rf 140" would hold for a net with 3 convs in block 3;
 # VGG19 has 4, which is where the extra 8 and 16 px come from.)
 HAND = {
-    "conv1_1": (3, 1, 0), "conv1_2": (5, 1, 0), "pool1": (6, 2, 0.5),
-    "conv2_1": (10, 2, 0.5), "conv2_2": (14, 2, 0.5), "pool2": (16, 4, 1.5),
-    "conv3_1": (24, 4, 1.5), "conv3_2": (32, 4, 1.5), "conv3_3": (40, 4, 1.5), "conv3_4": (48, 4, 1.5), "pool3": (52, 8, 3.5),
-    "conv4_1": (68, 8, 3.5), "conv4_2": (84, 8, 3.5), "conv4_3": (100, 8, 3.5), "conv4_4": (116, 8, 3.5), "pool4": (124, 16, 7.5),
-    "conv5_1": (156, 16, 7.5), "conv5_2": (188, 16, 7.5), "conv5_3": (220, 16, 7.5), "conv5_4": (252, 16, 7.5), "pool5": (268, 32, 15.5),
+    "conv1_1": (3, 1, 0),
+    "conv1_2": (5, 1, 0),
+    "pool1": (6, 2, 0.5),
+    "conv2_1": (10, 2, 0.5),
+    "conv2_2": (14, 2, 0.5),
+    "pool2": (16, 4, 1.5),
+    "conv3_1": (24, 4, 1.5),
+    "conv3_2": (32, 4, 1.5),
+    "conv3_3": (40, 4, 1.5),
+    "conv3_4": (48, 4, 1.5),
+    "pool3": (52, 8, 3.5),
+    "conv4_1": (68, 8, 3.5),
+    "conv4_2": (84, 8, 3.5),
+    "conv4_3": (100, 8, 3.5),
+    "conv4_4": (116, 8, 3.5),
+    "pool4": (124, 16, 7.5),
+    "conv5_1": (156, 16, 7.5),
+    "conv5_2": (188, 16, 7.5),
+    "conv5_3": (220, 16, 7.5),
+    "conv5_4": (252, 16, 7.5),
+    "pool5": (268, 32, 15.5),
 }
 
 
@@ -48,13 +64,21 @@ def test_every_vgg19_layer_matches_hand_computation():
 
 
 def test_default_layers():
-    sizes = {name: (receptive_field(name).size, receptive_field(name).stride)
-             for name in ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]}
-    assert sizes == {"relu1_1": (3, 1), "relu2_1": (10, 2), "relu3_1": (24, 4), "relu4_1": (68, 8), "relu5_1": (156, 16)}
+    sizes = {
+        name: (receptive_field(name).size, receptive_field(name).stride)
+        for name in ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+    }
+    assert sizes == {
+        "relu1_1": (3, 1),
+        "relu2_1": (10, 2),
+        "relu3_1": (24, 4),
+        "relu4_1": (68, 8),
+        "relu5_1": (156, 16),
+    }
 
 
 def test_boxes_and_clipping():
-    field = receptive_field("relu2_1")           # size 10, stride 2, centre of unit i at 0.5 + 2i
+    field = receptive_field("relu2_1")  # size 10, stride 2, centre of unit i at 0.5 + 2i
     assert field.box(0, 0) == (-4, -4, 6, 6)
     assert field.box(3, 5) == (10 - 4, 6 - 4, 10 + 6, 6 + 6)
     assert field.clipped_box(0, 0, width=32, height=32) == (0, 0, 6, 6)
@@ -82,13 +106,16 @@ def positive_network(last_layer):
     return model.eval()
 
 
-@pytest.mark.parametrize("layer, image", [("relu1_1", 12), ("pool1", 16), ("relu2_1", 24), ("relu3_1", 48), ("relu4_1", 96), ("relu5_1", 176)])
+@pytest.mark.parametrize(
+    "layer, image",
+    [("relu1_1", 12), ("pool1", 16), ("relu2_1", 24), ("relu3_1", 48), ("relu4_1", 96), ("relu5_1", 176)],
+)
 def test_field_is_exactly_where_the_gradient_reaches(layer, image):
     """The input pixels that influence a unit are exactly its (clipped) receptive field."""
     model = positive_network(layer)
     field = backbone_receptive_fields(model)[layer]
     n = feature_size(image, layer)
-    positions = [(n // 2, n // 2), (0, 0), (n - 1, n // 3)]   # centre, corner, edge
+    positions = [(n // 2, n // 2), (0, 0), (n - 1, n // 3)]  # centre, corner, edge
     x = torch.ones(len(positions), 3, image, image, requires_grad=True)
     out = model(x, [layer])[layer]
     picked = sum(out[i, 5, y, xx] for i, (y, xx) in enumerate(positions))
@@ -98,6 +125,6 @@ def test_field_is_exactly_where_the_gradient_reaches(layer, image):
         top, left = support.min(0).values.tolist()
         bottom, right = (support.max(0).values + 1).tolist()
         assert (left, top, right, bottom) == field.clipped_box(y, xx, image, image), (layer, y, xx)
-        assert len(support) == (right - left) * (bottom - top)   # a full rectangle
+        assert len(support) == (right - left) * (bottom - top)  # a full rectangle
     # The centre unit is not clipped: the whole field fits in the image.
     assert field.clipped_box(n // 2, n // 2, image, image) == field.box(n // 2, n // 2)

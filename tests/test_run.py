@@ -20,7 +20,10 @@ def test_default_command_writes_all_outputs_and_loss_falls(tmp_path):
     assert metrics["final"]["total"] < 0.5 * metrics["initial"]["total"]
     for key in ("total", "content", "style", "tv"):
         assert key in metrics["initial"] and key in metrics["final"]
-    assert abs(metrics["final"]["total"] - sum(metrics["final"][k] for k in ("content", "style", "tv"))) < 1e-3 * metrics["final"]["total"]
+    assert (
+        abs(metrics["final"]["total"] - sum(metrics["final"][k] for k in ("content", "style", "tv")))
+        < 1e-3 * metrics["final"]["total"]
+    )
     assert metrics["height"] == 48 and metrics["width"] == 64  # tubingen is 4:3, long side 64
     assert metrics["seconds_per_step"] > 0 and metrics["device"] == "cpu"
     image = load_image(run_dir / "final.png")
@@ -48,11 +51,21 @@ def test_default_command_writes_all_outputs_and_loss_falls(tmp_path):
 def test_same_command_twice_gives_identical_image(tmp_path):
     digests = []
     for name in ("a", "b"):
-        result = run_cli("size=48", "steps=15", "init=noise", "seed=3", "logger=none", "device=cpu", f"hydra.run.dir={tmp_path / name}")
+        result = run_cli(
+            "size=48",
+            "steps=15",
+            "init=noise",
+            "seed=3",
+            "logger=none",
+            "device=cpu",
+            f"hydra.run.dir={tmp_path / name}",
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         digests.append(hashlib.sha256((tmp_path / name / "final.png").read_bytes()).hexdigest())
     assert digests[0] == digests[1]
-    other = run_cli("size=48", "steps=15", "init=noise", "seed=4", "logger=none", "device=cpu", f"hydra.run.dir={tmp_path / 'c'}")
+    run_cli(
+        "size=48", "steps=15", "init=noise", "seed=4", "logger=none", "device=cpu", f"hydra.run.dir={tmp_path / 'c'}"
+    )
     assert hashlib.sha256((tmp_path / "c" / "final.png").read_bytes()).hexdigest() != digests[0]
 
 
@@ -94,15 +107,32 @@ def test_init_choices(init):
 
 def test_init_from_file_relative_to_launch_dir(tmp_path):
     save_image(torch.zeros(1, 3, 20, 20), tmp_path / "black.png")
-    result = run_cli("size=40", "steps=3", "init=image", "init.path=black.png", "logger=none", "device=cpu",
-                     f"hydra.run.dir={tmp_path / 'run'}", f"content.path={ROOT / 'assets/content/chelsea.png'}", cwd=tmp_path)
+    result = run_cli(
+        "size=40",
+        "steps=3",
+        "init=image",
+        "init.path=black.png",
+        "logger=none",
+        "device=cpu",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"content.path={ROOT / 'assets/content/chelsea.png'}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_metrics(tmp_path / "run")["initial"]["content"] > 0
 
 
 def test_adam_and_tensorboard(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli("size=48", "steps=20", "optimizer=adam", "logger=tensorboard", "tv_weight=10", "device=cpu", f"hydra.run.dir={run_dir}")
+    result = run_cli(
+        "size=48",
+        "steps=20",
+        "optimizer=adam",
+        "logger=tensorboard",
+        "tv_weight=10",
+        "device=cpu",
+        f"hydra.run.dir={run_dir}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = read_metrics(run_dir)
     assert metrics["final"]["total"] < metrics["initial"]["total"]
@@ -112,7 +142,15 @@ def test_adam_and_tensorboard(tmp_path):
 
 def test_pixels_stay_in_range_with_large_steps(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli("size=40", "steps=10", "optimizer=adam", "optimizer.lr=0.5", "logger=none", "device=cpu", f"hydra.run.dir={run_dir}")
+    result = run_cli(
+        "size=40",
+        "steps=10",
+        "optimizer=adam",
+        "optimizer.lr=0.5",
+        "logger=none",
+        "device=cpu",
+        f"hydra.run.dir={run_dir}",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     pixels = torch.tensor(list(load_image(run_dir / "final.png").getdata()))
     assert pixels.min() == 0 or pixels.max() == 255  # the optimiser pushed against the clamp, and PNG kept it valid

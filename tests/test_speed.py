@@ -78,7 +78,7 @@ def test_bfloat16_losses_keep_their_gradient_with_activations_left_in_bfloat16()
     results = {}
     for upcast in (True, False):
         forward = module.backbone.forward
-        module.backbone.forward = lambda *args, **kwargs: forward(*args, **{**kwargs, "upcast": upcast})
+        module.backbone.forward = lambda *args, _f=forward, _up=upcast, **kwargs: _f(*args, **{**kwargs, "upcast": _up})
         x = image.clone().requires_grad_(True)
         loss = module.losses(x)["loss/total"]
         results[upcast] = loss.item(), torch.autograd.grad(loss, x)[0]
@@ -93,8 +93,12 @@ def test_losses_match_the_plain_path():
     Gram backward) against the plain layout."""
     values = {}
     for channels_last in (False, True):
-        module = build_module(config("size=64", "device.compute_dtype=float32", f"backbone.channels_last={channels_last}"))
-        image = module.image.detach().clone().add_(0.05 * torch.randn_like(module.image)).clamp_(0, 1).requires_grad_(True)
+        module = build_module(
+            config("size=64", "device.compute_dtype=float32", f"backbone.channels_last={channels_last}")
+        )
+        image = (
+            module.image.detach().clone().add_(0.05 * torch.randn_like(module.image)).clamp_(0, 1).requires_grad_(True)
+        )
         terms = module.losses(image)
         (gradient,) = torch.autograd.grad(terms["loss/total"], image)
         values[channels_last] = ({k: v.item() for k, v in terms.items()}, gradient)

@@ -14,8 +14,10 @@ from src.nst.tiling import TiledObjective, plan_tiles
 from src.transfer.module import Style, StyleTransfer
 
 SHALLOW = {"content": {"relu2_1": 1.0}, "style": {"relu1_1": 0.3, "relu2_1": 0.3, "relu3_1": 0.4}}
-GATYS = {"content": {"relu4_2": 1.0},
-         "style": {"relu1_1": 0.2, "relu2_1": 0.2, "relu3_1": 0.2, "relu4_1": 0.2, "relu5_1": 0.2}}
+GATYS = {
+    "content": {"relu4_2": 1.0},
+    "style": {"relu1_1": 0.2, "relu2_1": 0.2, "relu3_1": 0.2, "relu4_1": 0.2, "relu5_1": 0.2},
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +41,23 @@ def image(height: int, width: int, seed: int) -> torch.Tensor:
     return (smooth + 0.05 * torch.rand(1, 3, height, width, generator=generator)).clamp(0, 1)
 
 
-def make_module(backbone, layers, height=77, width=101, style_loss="gram", color="none", styles=None,
-                tv_weight=0.0) -> StyleTransfer:
+def make_module(
+    backbone, layers, height=77, width=101, style_loss="gram", color="none", styles=None, tv_weight=0.0
+) -> StyleTransfer:
     return StyleTransfer(
-        backbone=backbone, content_image=image(height, width, 1), style_image=image(90, 70, 2),
-        init_image=image(height, width, 3), content_layers=layers["content"], style_layers=layers["style"],
-        alpha=1.0, beta=1e4, tv_weight=tv_weight, optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
-        styles=styles, style_loss=style_loss, color=color,
+        backbone=backbone,
+        content_image=image(height, width, 1),
+        style_image=image(90, 70, 2),
+        init_image=image(height, width, 3),
+        content_layers=layers["content"],
+        style_layers=layers["style"],
+        alpha=1.0,
+        beta=1e4,
+        tv_weight=tv_weight,
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
+        styles=styles,
+        style_loss=style_loss,
+        color=color,
     )
 
 
@@ -128,9 +140,11 @@ def test_mean_cov_loss_and_gradient_equal_the_whole_image_ones(backbone, tile_si
 @pytest.mark.parametrize("style_loss", ["gram", "mean_cov"])
 def test_masked_blend_equals_the_whole_image(backbone, style_loss):
     height, width = 75, 99
-    styles = [Style(image(90, 70, 2), 0.6, shape_mask("left:0.6", height, width), "a"),
-              Style(image(64, 80, 7), 0.3, None, "b"),
-              Style(image(70, 70, 8), 0.1, shape_mask("bottom", height, width), "c")]
+    styles = [
+        Style(image(90, 70, 2), 0.6, shape_mask("left:0.6", height, width), "a"),
+        Style(image(64, 80, 7), 0.3, None, "b"),
+        Style(image(70, 70, 8), 0.1, shape_mask("bottom", height, width), "c"),
+    ]
     module = make_module(backbone, SHALLOW, height=height, width=width, style_loss=style_loss, styles=styles)
     assert_same(module, 24)
 
@@ -179,8 +193,9 @@ def test_plan_is_untiled_when_it_fits_and_tiled_with_the_largest_tile_when_not()
     assert plan_memory(6144, 8192, LAYERS, ["relu4_2"], 20, "float32", have, tile_size=0) is None
     assert plan_memory(96, 128, LAYERS, ["relu4_2"], 20, "float32", have, tile_size=64).tile_size == 64
     # a smaller tile needs less
-    assert tiled_peak_bytes(3072, 4096, LAYERS, ["relu4_2"], 5, "float32", 512) < \
-        tiled_peak_bytes(3072, 4096, LAYERS, ["relu4_2"], 5, "float32", 1536)
+    assert tiled_peak_bytes(3072, 4096, LAYERS, ["relu4_2"], 5, "float32", 512) < tiled_peak_bytes(
+        3072, 4096, LAYERS, ["relu4_2"], 5, "float32", 1536
+    )
 
 
 def test_refusal_names_a_size_that_fits():
@@ -195,14 +210,22 @@ def test_refusal_names_a_size_that_fits():
 def test_a_tiled_run_from_the_command_line(tmp_path):
     from conftest import read_metrics, run_cli
 
-    result = run_cli("size=96", "steps=4", "logger=none", "device=cpu", "tile_size=32",
-                     f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_cli(
+        "size=96", "steps=4", "logger=none", "device=cpu", "tile_size=32", f"hydra.run.dir={tmp_path / 'run'}"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = read_metrics(tmp_path / "run")
     assert metrics["tiling"]["tile_size"] == 32 and metrics["tiling"]["tiles"] > 1
     assert metrics["final"]["total"] < metrics["initial"]["total"]
-    refused = run_cli("size=96", "steps=2", "logger=none", "device=cpu", "tile_size=32", "style_loss=histogram",
-                      f"hydra.run.dir={tmp_path / 'hist'}")
+    refused = run_cli(
+        "size=96",
+        "steps=2",
+        "logger=none",
+        "device=cpu",
+        "tile_size=32",
+        "style_loss=histogram",
+        f"hydra.run.dir={tmp_path / 'hist'}",
+    )
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith("error: style_loss=histogram")
     bad = run_cli("size=96", "tile_size=-3", f"hydra.run.dir={tmp_path / 'bad'}")
     assert bad.returncode == 2 and "tile_size=-3" in bad.stderr

@@ -38,14 +38,15 @@ def texture(height: int, width: int, seed: int = 0) -> np.ndarray:
     return cv2.GaussianBlur(noise, (0, 0), 2.0)
 
 
-def moving_square_frames(count: int, height: int = 48, width: int = 64, pan: int = 2,
-                         speed: int = 4) -> list[np.ndarray]:
+def moving_square_frames(
+    count: int, height: int = 48, width: int = 64, pan: int = 2, speed: int = 4
+) -> list[np.ndarray]:
     """A background panning `pan` px a frame and a red square moving `speed` px a frame over it."""
     background = texture(height, width + pan * count)
     frames = []
     for index in range(count):
-        frame = background[:, pan * index:pan * index + width].copy()
-        frame[12:28, 8 + speed * index:24 + speed * index] = (220, 30, 30)
+        frame = background[:, pan * index : pan * index + width].copy()
+        frame[12:28, 8 + speed * index : 24 + speed * index] = (220, 30, 30)
         frames.append(frame)
     return frames
 
@@ -119,9 +120,9 @@ def test_reliability_marks_the_disoccluded_strip_and_nothing_far_away():
     forward = np.zeros((height, width, 2), np.float32)  # t-1 -> t
     forward[square[0], square[1], 0] = speed
     backward = np.zeros((height, width, 2), np.float32)  # t -> t-1
-    backward[square[0], square[1].start + speed:square[1].stop + speed, 0] = -speed
+    backward[square[0], square[1].start + speed : square[1].stop + speed, 0] = -speed
     mask = reliability(backward, forward)
-    uncovered = mask[12:24, 21:20 + speed]  # background in t, under the square in t-1 (edges aside)
+    uncovered = mask[12:24, 21 : 20 + speed]  # background in t, under the square in t-1 (edges aside)
     assert uncovered.max() == 0
     assert mask[30:, :].min() == 1 and mask[:, 45:].min() == 1  # far from the motion
     assert mask[12:24, 28:40].min() == 1  # inside the moving square: consistent
@@ -133,7 +134,7 @@ def test_reliability_from_dis_flow_on_a_clip_with_an_occlusion():
     frames = []
     for left in (16, 22):
         frame = background.copy()
-        frame[20:44, left:left + 24] = square
+        frame[20:44, left : left + 24] = square
         frames.append(grey(frame))
     earlier, later = frames
     mask = reliability(optical_flow(later, earlier), optical_flow(earlier, later))
@@ -203,8 +204,13 @@ def build_frame(parts, targets, weight, init=None):
     from src.transfer.build import build_module
 
     cfg, inputs, plain = parts
-    return build_module(cfg, inputs=inputs, backbone=plain.backbone, init=init,
-                        module_class=lambda **kw: VideoFrameTransfer(temporal=targets, temporal_weight=weight, **kw))
+    return build_module(
+        cfg,
+        inputs=inputs,
+        backbone=plain.backbone,
+        init=init,
+        module_class=lambda **kw: VideoFrameTransfer(temporal=targets, temporal_weight=weight, **kw),
+    )
 
 
 def test_without_temporal_targets_the_frame_cost_is_the_single_image_cost(frame_module_parts):
@@ -263,8 +269,15 @@ def read_frames_csv(run_dir: Path) -> list[dict[str, str]]:
 
 def test_command_writes_every_output_and_reuses_flows(tmp_path, clip):
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    result = run_cli(f"video.path={clip}", *FAST, "logger=csv", f"video.flow.cache_dir={cache}",
-                     "video.long_term=[2]", f"hydra.run.dir={run_dir}", module="src.video")
+    result = run_cli(
+        f"video.path={clip}",
+        *FAST,
+        "logger=csv",
+        f"video.flow.cache_dir={cache}",
+        "video.long_term=[2]",
+        f"hydra.run.dir={run_dir}",
+        module="src.video",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     frames = sorted((run_dir / "frames").glob("frame_*.png"))
     assert [p.name for p in frames] == [f"frame_{i:05d}.png" for i in range(4)]
@@ -287,8 +300,15 @@ def test_command_writes_every_output_and_reuses_flows(tmp_path, clip):
     assert (run_dir / "loss.png").stat().st_size > 10_000 and (run_dir / "final.png").is_file()
     assert (run_dir / "csv" / "metrics.csv").is_file()
 
-    again = run_cli(f"video.path={clip}", *FAST, "style=shipwreck", f"video.flow.cache_dir={cache}",
-                    "video.long_term=[2]", f"hydra.run.dir={tmp_path / 'again'}", module="src.video")
+    again = run_cli(
+        f"video.path={clip}",
+        *FAST,
+        "style=shipwreck",
+        f"video.flow.cache_dir={cache}",
+        "video.long_term=[2]",
+        f"hydra.run.dir={tmp_path / 'again'}",
+        module="src.video",
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "flows: 0 computed, 5 from the cache" in (tmp_path / "again" / "__main__.log").read_text()
     refused = run_cli(f"video.path={clip}", *FAST, f"hydra.run.dir={run_dir}", module="src.video")
@@ -299,21 +319,45 @@ def test_temporal_weight_lowers_the_warping_error(tmp_path, clip):
     errors = {}
     for weight, init in (("0", "fresh"), ("1e6", "warped")):
         run_dir = tmp_path / f"w{weight}"
-        result = run_cli(f"video.path={clip}", "size=48", "steps=10", "video.first_steps=10", "logger=none",
-                         "device=cpu", f"video.temporal_weight={weight}", f"video.init={init}",
-                         f"video.flow.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}", module="src.video")
+        result = run_cli(
+            f"video.path={clip}",
+            "size=48",
+            "steps=10",
+            "video.first_steps=10",
+            "logger=none",
+            "device=cpu",
+            f"video.temporal_weight={weight}",
+            f"video.init={init}",
+            f"video.flow.cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={run_dir}",
+            module="src.video",
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         errors[weight] = json.loads((run_dir / "metrics.json").read_text())["warping_error"]
     assert errors["1e6"] < 0.5 * errors["0"]
 
 
 def test_interrupt_then_resume_gives_the_frames_of_an_uninterrupted_run(tmp_path, clip):
-    args = [f"video.path={clip}", "size=48", "steps=12", "video.first_steps=12", "logger=none", "device=cpu",
-            "checkpoint_every=4", f"video.flow.cache_dir={tmp_path / 'cache'}"]
+    args = [
+        f"video.path={clip}",
+        "size=48",
+        "steps=12",
+        "video.first_steps=12",
+        "logger=none",
+        "device=cpu",
+        "checkpoint_every=4",
+        f"video.flow.cache_dir={tmp_path / 'cache'}",
+    ]
     stopped = tmp_path / "stopped"
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline"}
-    process = subprocess.Popen([sys.executable, "-m", "src.video", *args, f"hydra.run.dir={stopped}"], cwd=ROOT,
-                               env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "src.video", *args, f"hydra.run.dir={stopped}"],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while not (stopped / "frames" / "frame_00001.png").exists():
         assert process.poll() is None, process.stderr.read()
@@ -360,18 +404,21 @@ def no_frames(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("case, words", [
-    ("text", "not a readable video"),
-    ("audio", "has no video stream"),
-    ("empty_stream", "zero-length clip"),
-    ("zero_bytes", "empty (zero-byte) file"),
-    ("missing", "video not found"),
-    ("start_past_end", "past the end"),
-    ("end_before_start", "must be after video.start"),
-    ("bad_init", "video.init='cold': must be one of warped, fresh"),
-    ("bad_long_term", "video.long_term=[1]"),
-    ("relative", "video runs use normalization=gatys"),
-])
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("text", "not a readable video"),
+        ("audio", "has no video stream"),
+        ("empty_stream", "zero-length clip"),
+        ("zero_bytes", "empty (zero-byte) file"),
+        ("missing", "video not found"),
+        ("start_past_end", "past the end"),
+        ("end_before_start", "must be after video.start"),
+        ("bad_init", "video.init='cold': must be one of warped, fresh"),
+        ("bad_long_term", "video.long_term=[1]"),
+        ("relative", "video runs use normalization=gatys"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, clip, case, words):
     path, extra = clip, []
     if case == "text":
@@ -387,9 +434,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, clip, case, words):
     elif case == "missing":
         path = tmp_path / "nowhere.mp4"
     else:
-        extra = {"start_past_end": ["video.start=10"], "end_before_start": ["video.start=0.2", "video.end=0.1"],
-                 "bad_init": ["video.init=cold"], "bad_long_term": ["video.long_term=[1]"],
-                 "relative": ["normalization=relative"]}[case]
+        extra = {
+            "start_past_end": ["video.start=10"],
+            "end_before_start": ["video.start=0.2", "video.end=0.1"],
+            "bad_init": ["video.init=cold"],
+            "bad_long_term": ["video.long_term=[1]"],
+            "relative": ["normalization=relative"],
+        }[case]
     run_dir = tmp_path / "run"
     result = run_cli(f"video.path={path}", *FAST, *extra, f"hydra.run.dir={run_dir}", module="src.video")
     assert result.returncode == 2, result.stderr[-2000:]

@@ -33,7 +33,7 @@ from src.units.search import (
     view_candidates,
 )
 
-EDGE_UNIT = 28   # relu1_1 unit 28 of the Caffe VGG19: dark on the left, bright on the right
+EDGE_UNIT = 28  # relu1_1 unit 28 of the Caffe VGG19: dark on the left, bright on the right
 
 
 def compose_config(*overrides):
@@ -72,11 +72,13 @@ def all_candidates(net, dataset, layer, min_inside=0.0) -> np.ndarray:
     with torch.no_grad():
         for index in range(len(dataset)):
             for scale, view in enumerate(dataset[index]["views"]):
-                act = net(view[None], [layer])[layer][0]                  # (C, H, W), one view at a time
+                act = net(view[None], [layer])[layer][0]  # (C, H, W), one view at a time
                 c, h, w = act.shape
                 ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-                keep = torch.tensor([[inside(field, y, x, view.shape[-2:]) >= min_inside - 1e-9 for x in range(w)] for y in range(h)])
-                ys, xs, values = ys[keep], xs[keep], act[:, keep]          # (P,), (P,), (C, P)
+                keep = torch.tensor(
+                    [[inside(field, y, x, view.shape[-2:]) >= min_inside - 1e-9 for x in range(w)] for y in range(h)]
+                )
+                ys, xs, values = ys[keep], xs[keep], act[:, keep]  # (P,), (P,), (C, P)
                 meta = torch.stack([torch.full_like(ys, index), torch.full_like(ys, scale), ys, xs]).double()
                 blocks.append(torch.cat([values.double()[:, None, :], meta.expand(c, 4, -1)], dim=1))
     return torch.cat(blocks, dim=2).permute(0, 2, 1).numpy()
@@ -85,7 +87,7 @@ def all_candidates(net, dataset, layer, min_inside=0.0) -> np.ndarray:
 def inside(field, y, x, shape):
     left, top, right, bottom = field.box(y, x)
     h, w = shape
-    return (min(right, w) - max(left, 0)) * (min(bottom, h) - max(top, 0)) / field.size ** 2
+    return (min(right, w) - max(left, 0)) * (min(bottom, h) - max(top, 0)) / field.size**2
 
 
 def by_value(rows: np.ndarray) -> np.ndarray:
@@ -100,8 +102,13 @@ def assert_same(result, layer, expected_per_unit, k):
         got_values = top.values[unit, : len(expected)].tolist()
         assert got_values == pytest.approx(expected[:, 0].tolist(), rel=1e-5, abs=1e-4), unit
         for rank, (value, image, scale, y, x) in enumerate(expected):
-            if value > 0:   # dead units tie at 0 anywhere
-                got = (int(top.image[unit, rank]), int(top.scale[unit, rank]), int(top.y[unit, rank]), int(top.x[unit, rank]))
+            if value > 0:  # dead units tie at 0 anywhere
+                got = (
+                    int(top.image[unit, rank]),
+                    int(top.scale[unit, rank]),
+                    int(top.y[unit, rank]),
+                    int(top.x[unit, rank]),
+                )
                 assert got == (image, scale, y, x), (unit, rank)
 
 
@@ -112,10 +119,12 @@ def test_top_k_one_per_image_matches_brute_force(random_folder, random_net):
         expected = []
         for rows in all_candidates(random_net, dataset, layer):
             # The first maximum of each image, in scan order.
-            best = [rows[rows[:, 1] == image][np.argmax(rows[rows[:, 1] == image][:, 0])] for image in range(len(dataset))]
+            best = [
+                rows[rows[:, 1] == image][np.argmax(rows[rows[:, 1] == image][:, 0])] for image in range(len(dataset))
+            ]
             expected.append(by_value(np.stack(best)))
         assert_same(result, layer, expected, 3)
-        assert len(set(result.layers[layer].image[0].tolist())) == 3   # three different images
+        assert len(set(result.layers[layer].image[0].tolist())) == 3  # three different images
 
 
 def test_top_k_without_limits_is_the_global_top_k(random_folder, random_net):
@@ -133,7 +142,7 @@ def test_top_k_with_spacing_and_border_rule_matches_brute_force(random_folder, r
     result = search_units(random_net, dataset, [layer], k=k, per_image=per_image, spacing=spacing, min_inside=1.0)
     field = backbone_receptive_fields(random_net)[layer]
     radius = suppression_radius(field, spacing)
-    assert radius == 2   # ceil(0.5 * 10 / 2) - 1: centres must be >= 3 units (6 px >= 5 px) apart
+    assert radius == 2  # ceil(0.5 * 10 / 2) - 1: centres must be >= 3 units (6 px >= 5 px) apart
     expected = []
     for rows in all_candidates(random_net, dataset, layer, min_inside=1.0):
         picks = []
@@ -160,19 +169,19 @@ def test_view_candidates_keep_picks_apart():
     act = torch.zeros(1, 1, 9, 9)
     act[0, 0, 4, 4], act[0, 0, 4, 5], act[0, 0, 0, 0] = 5.0, 4.0, 3.0
     values, ys, xs = view_candidates(act, picks=2, radius=1)
-    assert values[0, 0].tolist() == [5.0, 3.0]                # (4, 5) is next to the first pick
+    assert values[0, 0].tolist() == [5.0, 3.0]  # (4, 5) is next to the first pick
     assert (ys[0, 0].tolist(), xs[0, 0].tolist()) == ([4, 0], [4, 0])
     values, _, _ = view_candidates(act, picks=2, radius=0)
     assert values[0, 0].tolist() == [5.0, 4.0]
 
 
 def test_per_image_auto_and_unit_choice():
-    assert patches_per_image("auto", 9, 9) == 3          # the bundled images
+    assert patches_per_image("auto", 9, 9) == 3  # the bundled images
     assert patches_per_image("auto", 9, 27) == 1
     assert patches_per_image("auto", 9, 1) == 9
     assert patches_per_image(0, 9, 5) is None and patches_per_image(2, 9, 5) == 2
     top = LayerTopK("relu1_1", 3, 1, backbone_receptive_fields()["relu1_1"])
-    a = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.1, 2.1, 2.9, 4.2], [4.0, 1.0, 3.0, 0.0]])   # unit 1 ~ unit 0
+    a = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.1, 2.1, 2.9, 4.2], [4.0, 1.0, 3.0, 0.0]])  # unit 1 ~ unit 0
     top.add_sums((a + 10 * torch.tensor([[1.0], [1.1], [0.5]])).view(1, 3, 2, 2))
     assert choose_units(top, None, 2, distinct=1.0) == [1, 0]
     assert choose_units(top, None, 2, distinct=0.5) == [1, 2]
@@ -184,7 +193,7 @@ def test_per_image_auto_and_unit_choice():
 
 def optimal_patch(weights: torch.Tensor) -> np.ndarray:
     """The 3x3 RGB patch in [0, 1] that maximises a Caffe conv1_1 filter (BGR, 0-255 inputs)."""
-    rgb = weights.flip(0)                       # (3, 3, 3): filter taps for R, G, B
+    rgb = weights.flip(0)  # (3, 3, 3): filter taps for R, G, B
     return (rgb > 0).float().permute(1, 2, 0).numpy()
 
 
@@ -193,12 +202,15 @@ def planted_folder(tmp_path_factory) -> tuple[Path, tuple[int, int]]:
     folder = tmp_path_factory.mktemp("planted")
     weights = build_backbone(last_layer="relu1_1").layers.conv1_1.weight[EDGE_UNIT]
     image = np.full((48, 64, 3), 0.5)
-    centre = (20, 37)                           # (y, x)
-    image[centre[0] - 1:centre[0] + 2, centre[1] - 1:centre[1] + 2] = optimal_patch(weights)
+    centre = (20, 37)  # (y, x)
+    image[centre[0] - 1 : centre[0] + 2, centre[1] - 1 : centre[1] + 2] = optimal_patch(weights)
     save(image, folder / "b_planted.png")
     rng = np.random.default_rng(1)
     save(rng.random((48, 64, 3)), folder / "a_noise.png")
-    save(np.asarray(Image.open(ROOT / "assets/content/chelsea.png").convert("RGB").resize((64, 43))) / 255.0, folder / "c_cat.png")
+    save(
+        np.asarray(Image.open(ROOT / "assets/content/chelsea.png").convert("RGB").resize((64, 43))) / 255.0,
+        folder / "c_cat.png",
+    )
     return folder, centre
 
 
@@ -218,14 +230,22 @@ def test_command_writes_grids_and_topk_json(planted_folder, tmp_path):
     folder, (y, x) = planted_folder
     run_dir = tmp_path / "run"
     result = run_cli(
-        f"data.dir={folder}", "data.scales=[64]", "layer_names=[relu1_1,relu2_1]", f"units={{relu1_1:[{EDGE_UNIT},3]}}",
-        "num_units=2", "k=3", "device=cpu", f"hydra.run.dir={run_dir}", module="src.visualize", timeout=300,
+        f"data.dir={folder}",
+        "data.scales=[64]",
+        "layer_names=[relu1_1,relu2_1]",
+        f"units={{relu1_1:[{EDGE_UNIT},3]}}",
+        "num_units=2",
+        "k=3",
+        "device=cpu",
+        f"hydra.run.dir={run_dir}",
+        module="src.visualize",
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     for name in ("relu1_1.png", "relu2_1.png", "overview.png", "topk.json"):
         assert (run_dir / name).is_file(), name
     report = json.loads((run_dir / "topk.json").read_text())
-    assert report["per_image"] == 3                           # auto with 3 images and k=3
+    assert report["per_image"] == 3  # auto with 3 images and k=3
     relu1 = report["layers"]["relu1_1"]
     assert relu1["receptive_field"] == {"size": 3, "stride": 1, "start": 0.0}
     assert [u["unit"] for u in relu1["units"]] == [EDGE_UNIT, 3]
@@ -238,12 +258,12 @@ def test_command_writes_grids_and_topk_json(planted_folder, tmp_path):
     activations = [p["activation"] for p in relu2["units"][0]["patches"]]
     assert activations == sorted(activations, reverse=True)
     with Image.open(run_dir / "relu1_1.png") as grid:
-        assert grid.mode == "RGB" and grid.width > 2 * 2 * 48   # 2 units side by side, 2 x 2 cells each
+        assert grid.mode == "RGB" and grid.width > 2 * 2 * 48  # 2 units side by side, 2 x 2 cells each
 
 
 def test_patch_crop_pads_outside_the_image():
     image = Image.new("RGB", (10, 8), (255, 0, 0))
-    patch = crop_patch(image, (-2, 5, 4, 11))                 # 6 x 6, sticking out left and bottom
+    patch = crop_patch(image, (-2, 5, 4, 11))  # 6 x 6, sticking out left and bottom
     assert patch.size == (6, 6)
     assert patch.getpixel((0, 0)) == PAD_COLOUR and patch.getpixel((5, 5)) == PAD_COLOUR
     assert patch.getpixel((2, 0)) == (255, 0, 0) and patch.getpixel((5, 2)) == (255, 0, 0)
@@ -254,15 +274,18 @@ def test_patch_crop_pads_outside_the_image():
 # -- bad input --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["data.dir=/no/such/folder"], "image folder not found"),
-    (["layer_names=[relu1_1,relu9_9]"], "relu9_9"),
-    (["data.scales=[8]"], "data.scales"),
-    (["per_image=-1"], "per_image"),
-    (["logger=csv"], "logger"),
-    (["k=0"], "k=0"),
-    (["maximize.enabled=true", "maximize.optimizer=lbfgs"], "maximize.optimizer"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.dir=/no/such/folder"], "image folder not found"),
+        (["layer_names=[relu1_1,relu9_9]"], "relu9_9"),
+        (["data.scales=[8]"], "data.scales"),
+        (["per_image=-1"], "per_image"),
+        (["logger=csv"], "logger"),
+        (["k=0"], "k=0"),
+        (["maximize.enabled=true", "maximize.optimizer=lbfgs"], "maximize.optimizer"),
+    ],
+)
 def test_bad_settings_are_named(overrides, message, tmp_path):
     with pytest.raises(UserError, match=message):
         visualize(compose_config(*overrides), tmp_path)
@@ -275,9 +298,15 @@ def test_folder_without_images(tmp_path):
         visualize(compose_config(f"data.dir={tmp_path / 'empty'}"), tmp_path / "out")
 
 
-@pytest.mark.parametrize("units, message", [
-    ("[64]", "out of range for relu1_1"), ("[-1]", "out of range"), ("{relu3_1:[1]}", "not in layer_names"), ("[]", "no unit given"),
-])
+@pytest.mark.parametrize(
+    "units, message",
+    [
+        ("[64]", "out of range for relu1_1"),
+        ("[-1]", "out of range"),
+        ("{relu3_1:[1]}", "not in layer_names"),
+        ("[]", "no unit given"),
+    ],
+)
 def test_unit_out_of_range(units, message, planted_folder, tmp_path):
     folder, _ = planted_folder
     cfg = compose_config(f"data.dir={folder}", "layer_names=[relu1_1]", f"units={units}")
@@ -288,7 +317,9 @@ def test_unit_out_of_range(units, message, planted_folder, tmp_path):
 def test_command_line_error_is_one_line(tmp_path):
     result = run_cli("data.dir=no_such_folder", f"hydra.run.dir={tmp_path}", module="src.visualize", timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error: data.dir: image folder not found")
+    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith(
+        "error: data.dir: image folder not found"
+    )
 
 
 # -- activation maximisation ------------------------------------------------------------------------
@@ -311,7 +342,9 @@ def test_activation_maximisation_beats_noise_and_real_patches():
     assert all(after > 2 * b for after, b in zip(result.activations, before.tolist()))
     # It approaches the planted optimum: the bang-bang patch of the filter.
     weights = net.layers.conv1_1.weight[EDGE_UNIT]
-    best = net(torch.from_numpy(optimal_patch(weights)).permute(2, 0, 1)[None].float(), ["relu1_1"])["relu1_1"][0, EDGE_UNIT, 1, 1]
+    best = net(torch.from_numpy(optimal_patch(weights)).permute(2, 0, 1)[None].float(), ["relu1_1"])["relu1_1"][
+        0, EDGE_UNIT, 1, 1
+    ]
     assert result.activations[0] > 0.9 * float(best)
     assert math.isfinite(result.activations[1])
     # With the default regularisation too (jitter is 0 px at relu1_1's stride of 1).

@@ -20,6 +20,7 @@ LOSS_KEYS = {"loss/total", "loss/content", "loss/style", "loss/tv", "loss/style/
 
 # -- reading a .wandb file: a LevelDB-style log of protobuf Records ------------------------
 
+
 def wandb_records(path: Path) -> list:
     from wandb.proto import wandb_internal_pb2
 
@@ -31,11 +32,11 @@ def wandb_records(path: Path) -> list:
         if left < 7:  # block trailer
             position += left
             continue
-        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
         if kind == 0 and length == 0:
             position += left
             continue
-        chunk = data[position + 7:position + 7 + length]
+        chunk = data[position + 7 : position + 7 + length]
         position += 7 + length
         if kind in (1, 4):  # FULL, LAST
             record = wandb_internal_pb2.Record()
@@ -70,19 +71,23 @@ class OfflineRun:
         for record in kinds.get("summary", []):
             self.summary.update({key_of(i): json.loads(i.value_json) for i in record.summary.update})
         self.exit_code = kinds["exit"][-1].exit.exit_code if "exit" in kinds else None
-        self.media = sorted(str(p.relative_to(self.directory / "files" / "media")) for p in (self.directory / "files" / "media").rglob("*.png"))
+        self.media = sorted(
+            str(p.relative_to(self.directory / "files" / "media"))
+            for p in (self.directory / "files" / "media").rglob("*.png")
+        )
 
 
 def test_wandb_sweep_gives_one_offline_run_per_job(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = run_cli("-m", "beta=1e3,1e4", "logger=wandb", "snapshot_every=2", *TINY, f"hydra.sweep.dir={sweep_dir}",
-                     timeout=300)
+    result = run_cli(
+        "-m", "beta=1e3,1e4", "logger=wandb", "snapshot_every=2", *TINY, f"hydra.sweep.dir={sweep_dir}", timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = [OfflineRun(sweep_dir / job) for job in ("0", "1")]
     assert runs[0].run.run_id != runs[1].run.run_id  # two runs, not one merged run
     for run, beta in zip(runs, ("1e3", "1e4")):
-        assert run.run.display_name == f"beta={beta}"          # named after the swept override
-        assert run.run.run_group == str(sweep_dir)             # grouped by sweep
+        assert run.run.display_name == f"beta={beta}"  # named after the swept override
+        assert run.run.run_group == str(sweep_dir)  # grouped by sweep
         assert run.run.project == "neural-style-transfer"
         assert run.exit_code == 0
         # every loss component at every step, against trainer/global_step
@@ -109,7 +114,9 @@ def test_wandb_sweep_gives_one_offline_run_per_job(tmp_path):
 
 def test_failed_run_is_finished_with_exit_code_1(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli("logger=wandb", "optimizer=adam", "optimizer.lr=-1", *TINY, f"hydra.run.dir={run_dir}", timeout=300)
+    result = run_cli(
+        "logger=wandb", "optimizer=adam", "optimizer.lr=-1", *TINY, f"hydra.run.dir={run_dir}", timeout=300
+    )
     assert result.returncode != 0
     assert "Invalid learning rate" in result.stderr
     run = OfflineRun(run_dir)
@@ -124,9 +131,24 @@ def test_no_login_means_offline_without_prompting(tmp_path):
     run_dir = tmp_path / "run"
     environment = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     environment.update(PYTHONPATH=str(ROOT), HOME=str(home), NETRC=str(home / "none"))
-    result = subprocess.run([sys.executable, "-m", "src.run", "logger=wandb", "size=32", "steps=2", "device=cpu",
-                             f"hydra.run.dir={run_dir}"], cwd=ROOT, env=environment, stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=240)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "src.run",
+            "logger=wandb",
+            "size=32",
+            "steps=2",
+            "device=cpu",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=ROOT,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "wandb sync" in result.stdout + result.stderr  # tells how to upload it later
     assert OfflineRun(run_dir).exit_code == 0

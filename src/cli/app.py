@@ -30,8 +30,9 @@ def configure() -> None:
     # conf/hydra/launcher/{joblib,submitit_local}.yaml share their names with the plugins' own
     # configs, so Hydra validates them against the plugins' schemas (wanted) and warns that this
     # matching is deprecated: nothing for a user to do.
-    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/[\w-]+' is validated against ConfigStore schema",
-                            category=UserWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"\s*'hydra/launcher/[\w-]+' is validated against ConfigStore schema", category=UserWarning
+    )
     for name in ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.trainer.connectors.checkpoint_connector"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -63,8 +64,9 @@ def run_app(work: Callable[[], Any], output_dir: str | None = None) -> Any:
     2 for bad input, 3 for a run stopped by a NaN, 128 + signal after an interrupt.
     `output_dir`: the folder Hydra made for the run, removed if the start failed."""
     keep_file_only_records_off_the_console()
-    log.info("python -m %s %s", sys.argv[0].rsplit("/", 1)[-1].removesuffix(".py"), " ".join(sys.argv[1:]),
-             extra=FILE_ONLY)
+    log.info(
+        "python -m %s %s", sys.argv[0].rsplit("/", 1)[-1].removesuffix(".py"), " ".join(sys.argv[1:]), extra=FILE_ONLY
+    )
     try:
         return work()
     except (UserError, RunStopped, Interrupted) as error:

@@ -42,8 +42,9 @@ def point_resume_at_its_folder(raw: list[str], arguments: list[str]) -> list[str
     folder; a folder that cannot be resumed is refused before anything is made."""
     multirun = any(a in MULTIRUN_FLAGS for a in raw[1:])
     if multirun and value_of(raw, "output") not in (None, "", "null"):
-        raise UserError("output= names one file, but a sweep makes several results: each job writes final.png "
-                        "in its folder")
+        raise UserError(
+            "output= names one file, but a sweep makes several results: each job writes final.png in its folder"
+        )
     resume = value_of(raw, "resume")
     if multirun or resume in (None, "", "null"):
         return arguments

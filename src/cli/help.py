@@ -29,10 +29,14 @@ SENTENCE_END = re.compile(r"(?<=[a-z0-9)\]][a-z0-9)\]])(?<!\bal)[.!?]\s+(?=[A-Z]
 SKIPPED_TOP_KEYS = ("defaults", "hydra")
 
 USAGE = {
-    "config": ("python -m src.run [GROUP=CHOICE] [KEY=VALUE ...]  one style transfer\n"
-               "python -m src.run -m KEY=A,B,C ...                 a sweep: a run per value"),
-    "visualize": ("python -m src.visualize [KEY=VALUE ...]  top-k image patches of units\n"
-                  "python -m src.visualize -m KEY=A,B ...   a sweep"),
+    "config": (
+        "python -m src.run [GROUP=CHOICE] [KEY=VALUE ...]  one style transfer\n"
+        "python -m src.run -m KEY=A,B,C ...                 a sweep: a run per value"
+    ),
+    "visualize": (
+        "python -m src.visualize [KEY=VALUE ...]  top-k image patches of units\n"
+        "python -m src.visualize -m KEY=A,B ...   a sweep"
+    ),
 }
 
 FILE_NAMES_NOTE = """\
@@ -51,7 +55,7 @@ def strip_comment(rest: str) -> tuple[str, str]:
         if char in "'\"" and quote in (None, char):
             quote = None if quote else char
         elif char == "#" and quote is None and (index == 0 or rest[index - 1] in " \t"):
-            return rest[:index].strip(), rest[index + 1:].strip()
+            return rest[:index].strip(), rest[index + 1 :].strip()
     return rest.strip(), ""
 
 
@@ -155,8 +159,11 @@ def meanings(config_name: str, choices: dict[str, str]) -> dict[str, str]:
     from src.transfer.schema import StyleTransferConfig
 
     shared = schema_comments(StyleTransferConfig)  # the backbone and device groups serve both apps
-    found.update(shared if config_name == "config" else
-                 {key: text for key, text in shared.items() if key.split(".")[0] in choices})
+    found.update(
+        shared
+        if config_name == "config"
+        else {key: text for key, text in shared.items() if key.split(".")[0] in choices}
+    )
     for group, choice in choices.items():
         path = CONF_DIR / group / f"{choice}.yaml"
         if path.is_file():
@@ -209,8 +216,10 @@ def help_text(config_name: str, overrides: list[str] | None = None) -> str:
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name, overrides=list(overrides or []), return_hydra_config=True)
-    choices = {group: str(cfg.hydra.runtime.choices.get(group, default))
-               for group, default in group_choices(config_name).items()}
+    choices = {
+        group: str(cfg.hydra.runtime.choices.get(group, default))
+        for group, default in group_choices(config_name).items()
+    }
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     found = meanings(config_name, choices)
     lines = ["Usage:", *("  " + line for line in USAGE[config_name].splitlines()), ""]
@@ -220,8 +229,12 @@ def help_text(config_name: str, overrides: list[str] | None = None) -> str:
             lines.append(f"  {group}:")
             for path in sorted((CONF_DIR / group).glob("*.yaml")):
                 mark = "*" if path.stem == choice else " "
-                lines += textwrap.wrap(f"{mark} {path.stem:<17} {header_comment(path)}", WIDTH, initial_indent="    ",
-                                       subsequent_indent=" " * 24)
+                lines += textwrap.wrap(
+                    f"{mark} {path.stem:<17} {header_comment(path)}",
+                    WIDTH,
+                    initial_indent="    ",
+                    subsequent_indent=" " * 24,
+                )
         lines.append("")
     lines += ["Keys (KEY=VALUE; the value shown is the default with the choices above):"]
     for key, value in leaf_keys(cfg):
@@ -229,6 +242,10 @@ def help_text(config_name: str, overrides: list[str] | None = None) -> str:
             continue
         lines += wrap(f"{key}={shown_value(value)}", 2)
         lines += wrap(found.get(key, ""), 6)
-    lines += ["", *FILE_NAMES_NOTE.splitlines(), "",
-              "Hydra's own options (launchers, output folders, --cfg job): --hydra-help"]
+    lines += [
+        "",
+        *FILE_NAMES_NOTE.splitlines(),
+        "",
+        "Hydra's own options (launchers, output folders, --cfg job): --hydra-help",
+    ]
     return "\n".join(lines) + "\n"

@@ -66,8 +66,10 @@ def describe(error: BaseException, overrides: Sequence[str], keys: Callable[[], 
     message = str(error)
     if isinstance(error, OverrideParseException):
         bad = unparsable_override(overrides) or "an override"
-        return (f"{bad}: not valid override syntax ({first_line(error)}); a text value with spaces, commas, "
-                f"brackets or '=' needs quotes for Hydra: 'key=\"...\"'")
+        return (
+            f"{bad}: not valid override syntax ({first_line(error)}); a text value with spaces, commas, "
+            f"brackets or '=' needs quotes for Hydra: 'key=\"...\"'"
+        )
     if isinstance(error, MissingConfigException) or MISSING_CHOICE.search(message):
         match = MISSING_CHOICE.search(message)
         if match:

@@ -126,17 +126,19 @@ def quote_sweep(key: str, value: str, launch_dir: str) -> str:
                 example = hydra_quote(name, prefer='"')  # inside the shell's single quotes
                 raise UserError(
                     f"{key}={value}: in a sweep (-m) a comma separates values, but {name} is one file; quote a "
-                    f"name that holds a comma, e.g. '{key}={example},...'")
+                    f"name that holds a comma, e.g. '{key}={example},...'"
+                )
     return ",".join(quote_single(piece) for piece in pieces)
 
 
 def quote_blend_list(value: str) -> str:
     """`[{path:my photo.jpg,weight:0.3}]`: quote each unquoted path/mask value."""
+
     def quote_item(match: re.Match[str]) -> str:
         name = match.group("value").rstrip()
         if name.lower() == "null" or is_interpolation(name):
             return match.group(0)
-        trailing = match.group("value")[len(name):]
+        trailing = match.group("value")[len(name) :]
         return f"{match.group('lead')}{match.group('key')}:{hydra_quote(file_name(name))}{trailing}"
 
     return BLEND_ITEM.sub(quote_item, value)

@@ -51,8 +51,9 @@ def lock(folder: Path, key: str) -> None:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(descriptor)
-        raise UserError(f"{key}={folder}: another run is using this folder; wait for it to end, "
-                        "or choose another folder") from None
+        raise UserError(
+            f"{key}={folder}: another run is using this folder; wait for it to end, or choose another folder"
+        ) from None
     _held[folder] = descriptor
 
 

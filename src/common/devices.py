@@ -17,7 +17,9 @@ def target_device(accelerator: str) -> torch.device:
     the CPU (not Apple's MPS, which lacks the float64 that some controls use)."""
     if accelerator in ("gpu", "cuda"):
         if not torch.cuda.is_available():
-            raise UserError(f"device.accelerator={accelerator}: no CUDA GPU is available here; use device=cpu or device=auto")
+            raise UserError(
+                f"device.accelerator={accelerator}: no CUDA GPU is available here; use device=cpu or device=auto"
+            )
         return torch.device("cuda")
     if accelerator not in ("auto", "cpu"):
         raise UserError(f"device.accelerator={accelerator!r}: must be one of auto, cpu, gpu")

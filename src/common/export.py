@@ -46,8 +46,13 @@ def write_png16(pixels: np.ndarray, path: str | Path) -> None:
     rows = np.ascontiguousarray(pixels.astype(">u2")).reshape(height, width * 3)
     raw = np.concatenate([np.zeros((height, 1), dtype=np.uint8), rows.view(np.uint8)], axis=1)
     body = zlib.compress(raw.tobytes(), 6)
-    data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"iCCP", icc)
-            + _chunk(b"IDAT", body) + _chunk(b"IEND", b""))
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"iCCP", icc)
+        + _chunk(b"IDAT", body)
+        + _chunk(b"IEND", b"")
+    )
     _write_atomically(path, data)
 
 
@@ -56,8 +61,9 @@ def write_tiff16(pixels: np.ndarray, path: str | Path) -> None:
     import tifffile
 
     temporary = Path(f"{path}.tmp")
-    tifffile.imwrite(temporary, pixels, photometric="rgb", compression="zlib",
-                     extratags=[(34675, 7, None, srgb_profile(), True)])
+    tifffile.imwrite(
+        temporary, pixels, photometric="rgb", compression="zlib", extratags=[(34675, 7, None, srgb_profile(), True)]
+    )
     temporary.replace(path)
 
 

@@ -41,7 +41,9 @@ def check_image_file(path: str | os.PathLike, role: str) -> Path:
     except UserError:
         raise
     except Image.DecompressionBombError as error:
-        raise UserError(f"{role} image {path} is too large to decode safely (limit {MAX_PIXELS} px): {error}") from error
+        raise UserError(
+            f"{role} image {path} is too large to decode safely (limit {MAX_PIXELS} px): {error}"
+        ) from error
     except UnidentifiedImageError as error:
         raise UserError(f"{role} image {path} is not a readable image: {error}") from error
     except (OSError, SyntaxError, ValueError) as error:
@@ -108,7 +110,9 @@ def save_image(tensor: torch.Tensor, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_tensor(path: str | os.PathLike, long_side: int | None = None, size: tuple[int, int] | None = None, role: str = "input") -> torch.Tensor:
+def load_tensor(
+    path: str | os.PathLike, long_side: int | None = None, size: tuple[int, int] | None = None, role: str = "input"
+) -> torch.Tensor:
     """Load an image file as a (1, 3, H, W) tensor, resized by long side or to an exact (width, height)."""
     image = load_image(path, role)
     if size is None and long_side is not None:

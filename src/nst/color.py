@@ -21,9 +21,7 @@ COLOR_MODES = ("none", "luminance", "match")
 
 # NTSC YIQ (FCC 1953 coefficients), the space Gatys et al. 2017 use.
 RGB_TO_YIQ = torch.tensor(
-    [[0.299, 0.587, 0.114],
-     [0.595716, -0.274453, -0.321263],
-     [0.211456, -0.522591, 0.311135]],
+    [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]],
     dtype=torch.float64,
 )
 YIQ_TO_RGB = torch.linalg.inv(RGB_TO_YIQ)

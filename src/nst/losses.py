@@ -17,8 +17,8 @@ loss's range (see "other style losses" below and docs/controls.md).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -199,13 +199,17 @@ def nuclear_norm(matrix: torch.Tensor) -> torch.Tensor:
         with lapack_threads(small):
             values, vectors = torch.linalg.eigh(small)
         keep = values > values.max().clamp_min(0) * 1e-12
-        inverse_sqrt = torch.where(keep, values.clamp_min(torch.finfo(values.dtype).tiny).rsqrt(), torch.zeros_like(values))
+        inverse_sqrt = torch.where(
+            keep, values.clamp_min(torch.finfo(values.dtype).tiny).rsqrt(), torch.zeros_like(values)
+        )
         projector = (vectors * inverse_sqrt) @ vectors.T
         polar = projector @ matrix if rows <= cols else matrix @ projector
     return (polar * matrix).sum()
 
 
-def gaussian_w2(features: torch.Tensor, target: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+def gaussian_w2(
+    features: torch.Tensor, target: dict[str, torch.Tensor], mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Squared Wasserstein-2 distance between Gaussians fitted to the activations and the style's.
 
     W2^2 = |mu - mu_s|^2 + tr(C) + tr(C_s) - 2 tr((C_s^1/2 C C_s^1/2)^1/2). With C = Y Y^T
@@ -233,7 +237,9 @@ def quantiles(sorted_values: torch.Tensor, count: int) -> torch.Tensor:
     return F.interpolate(sorted_values[None], size=count, mode="linear", align_corners=False)[0]
 
 
-def histogram_distance(features: torch.Tensor, target: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+def histogram_distance(
+    features: torch.Tensor, target: dict[str, torch.Tensor], mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-channel histogram matching (Risser et al. 2017): sum over channels of the mean
     squared distance between the sorted activations and the style's quantiles (the exact
     squared 1-D Wasserstein-2 distance between each channel's distributions)."""
@@ -289,8 +295,9 @@ def gaussian_w2_moments(mean: torch.Tensor, cov: torch.Tensor, target: dict[str,
     return distance.clamp_min(0).float()
 
 
-def style_distance_from_moments(kind: str, moments: dict[str, torch.Tensor], channels: int,
-                                target: dict[str, torch.Tensor]) -> torch.Tensor:
+def style_distance_from_moments(
+    kind: str, moments: dict[str, torch.Tensor], channels: int, target: dict[str, torch.Tensor]
+) -> torch.Tensor:
     """`style_distance` from moments over the positions, each weighted by its mask value
     (1 without a mask): `count` (sum of weights), `first` (sum of w_p F_p) and `second`
     (sum of w_p F_p F_p^T; float64 for mean_cov)."""
@@ -306,7 +313,9 @@ def style_distance_from_moments(kind: str, moments: dict[str, torch.Tensor], cha
     raise ValueError(f"the {kind!r} style loss has no form in moments (only gram and mean_cov)")
 
 
-def style_distance(kind: str, features: torch.Tensor, target: dict[str, torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
+def style_distance(
+    kind: str, features: torch.Tensor, target: dict[str, torch.Tensor], mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """The style loss of one layer: Gram (default), mean and covariance (W2), or histograms.
     `features` may be in the backbone's compute dtype: only the plain Gram loss uses it as is."""
     if kind == "gram" and mask is None:

@@ -51,11 +51,11 @@ def shape_mask(spec: str, height: int, width: int) -> torch.Tensor:
     if side == "top":
         mask[..., :rows, :] = 1.0
     elif side == "bottom":
-        mask[..., height - rows:, :] = 1.0
+        mask[..., height - rows :, :] = 1.0
     elif side == "left":
         mask[..., :, :cols] = 1.0
     else:
-        mask[..., :, width - cols:] = 1.0
+        mask[..., :, width - cols :] = 1.0
     return mask
 
 

@@ -11,7 +11,8 @@ checkpointed like a single-scale run; metrics.json gets a `pyramid` entry per le
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,9 @@ from src.common.errors import UserError
 
 def level_sizes(size: int, levels: int, factor: float) -> list[int]:
     """Long sides from the coarsest to `size`: size / factor^(levels-1), ..., size / factor, size."""
-    return [size if level == levels - 1 else max(1, round(size / factor ** (levels - 1 - level))) for level in range(levels)]
+    return [
+        size if level == levels - 1 else max(1, round(size / factor ** (levels - 1 - level))) for level in range(levels)
+    ]
 
 
 def level_steps(steps: int, levels: int, coarse_steps: Any) -> list[int]:
@@ -32,7 +35,9 @@ def level_steps(steps: int, levels: int, coarse_steps: Any) -> list[int]:
         return [coarse_steps] * (levels - 1) + [steps]
     coarse = list(coarse_steps)
     if len(coarse) != levels - 1:
-        raise UserError(f"pyramid.steps={coarse}: give one number per coarser level ({levels - 1}), or one number for all")
+        raise UserError(
+            f"pyramid.steps={coarse}: give one number per coarser level ({levels - 1}), or one number for all"
+        )
     return [*coarse, steps]
 
 
@@ -48,7 +53,10 @@ def check_steps(value: Any, levels: int) -> None:
     if not items or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in items):
         raise UserError(f"pyramid.steps={value}: must be null, a positive integer or a list of positive integers")
     if not isinstance(value, int) and len(items) != levels - 1:
-        raise UserError(f"pyramid.steps={list(items)}: give one number per coarser level ({levels - 1} for pyramid.levels={levels}), or one number for all")
+        raise UserError(
+            f"pyramid.steps={list(items)}: give one number per coarser level "
+            f"({levels - 1} for pyramid.levels={levels}), or one number for all"
+        )
 
 
 def upsample(image: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -28,8 +28,9 @@ form in sums: tiled runs refuse it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -71,7 +72,7 @@ class Tile:
     cols: AxisSpan
 
     def crop(self, image: torch.Tensor) -> torch.Tensor:
-        return image[..., self.rows.start:self.rows.stop, self.cols.start:self.cols.stop]
+        return image[..., self.rows.start : self.rows.stop, self.cols.start : self.cols.stop]
 
     def kept_in_crop(self, name: str, stride: int) -> tuple[slice, slice]:
         """The kept positions of layer `name` in the crop's own feature map."""
@@ -164,8 +165,9 @@ class TiledObjective:
         self.strides = {name: field.stride for name, field in every.items()}
         height, width = module.image.shape[-2:]
         self.tiles = plan_tiles(height, width, self.tile_size, backbone, self.layers)
-        self.sizes = {name: (feature_size(height, name, backbone), feature_size(width, name, backbone))
-                      for name in self.layers}
+        self.sizes = {
+            name: (feature_size(height, name, backbone), feature_size(width, name, backbone)) for name in self.layers
+        }
 
     # -- targets --------------------------------------------------------------------------
 
@@ -190,11 +192,14 @@ class TiledObjective:
         # The per-layer factors of the terms (normalization), from the targets as the module computes them.
         module.content_norms = {name: content_norm(module.normalization, target) for name, target in content.items()}
         module.tv_norm = tv_norm(module.normalization, content_image)
-        module.style_norm_sets = [{name: style_norm(module.normalization, target) for name, target in targets.items()}
-                                  for targets in module.style_target_sets]
+        module.style_norm_sets = [
+            {name: style_norm(module.normalization, target) for name, target in targets.items()}
+            for targets in module.style_target_sets
+        ]
         module.layer_masks = [
-            None if mask is None else
-            {name: layer_mask(mask.to(source.device), *self.sizes[name]) for name in module.style_layers}
+            None
+            if mask is None
+            else {name: layer_mask(mask.to(source.device), *self.sizes[name]) for name in module.style_layers}
             for mask in module.style_masks
         ]
         module.style_targets = {name: target["gram"] for name, target in module.style_target_sets[0].items()}
@@ -213,8 +218,9 @@ class TiledObjective:
             for name in layers:
                 if not tile.keeps(name):
                     continue
-                share = tile_moments(positions(features[name][..., *tile.kept_in_crop(name, self.strides[name])]),
-                                     None, "mean_cov")
+                share = tile_moments(
+                    positions(features[name][..., *tile.kept_in_crop(name, self.strides[name])]), None, "mean_cov"
+                )
                 sums[name] = share if name not in sums else {key: sums[name][key] + share[key] for key in share}
         return {name: moments_target(module.style_loss_kind, sums[name]) for name in layers}
 
@@ -295,8 +301,11 @@ class TiledObjective:
             for index, masks in enumerate(module.layer_masks):
                 group = None if masks is None else index
                 moments = {key[2]: value for key, value in sums.items() if key[0] == name and key[1] == group}
-                distances.append(style_distance_from_moments(module.style_loss_kind, moments, channels,
-                                                             module.style_target_sets[index][name]))
+                distances.append(
+                    style_distance_from_moments(
+                        module.style_loss_kind, moments, channels, module.style_target_sets[index][name]
+                    )
+                )
             style[name] = distances
         return module.combine(content, style, tv_loss(image) if module.tv_weight else None)
 
@@ -335,23 +344,32 @@ class TiledObjective:
         return {key: value.detach() for key, value in terms.items()}, gradient
 
     @staticmethod
-    def _back_propagate(tile: Tile, crop: torch.Tensor, shares: dict[tuple, torch.Tensor],
-                        weights: Mapping[tuple, torch.Tensor | None], gradient: torch.Tensor) -> None:
+    def _back_propagate(
+        tile: Tile,
+        crop: torch.Tensor,
+        shares: dict[tuple, torch.Tensor],
+        weights: Mapping[tuple, torch.Tensor | None],
+        gradient: torch.Tensor,
+    ) -> None:
         """Pass 2 for one tile: its shares weighted by dJ/d(their sums), back-propagated to its
         crop and added into `gradient` at the crop's place."""
         with torch.enable_grad():
-            surrogate = sum((grad * shares[key]).sum() for key, grad in weights.items()
-                            if grad is not None and key in shares)
+            surrogate = sum(
+                (grad * shares[key]).sum() for key, grad in weights.items() if grad is not None and key in shares
+            )
         if isinstance(surrogate, torch.Tensor) and surrogate.requires_grad:
             (crop_gradient,) = torch.autograd.grad(surrogate, crop)
-            gradient[..., tile.rows.start:tile.rows.stop, tile.cols.start:tile.cols.stop] += crop_gradient
+            gradient[..., tile.rows.start : tile.rows.stop, tile.cols.start : tile.cols.stop] += crop_gradient
 
     def _features_at(self, tile: Tile, crop: torch.Tensor) -> dict[str, torch.Tensor]:
         """The kept activations of a tile, from its crop of the image."""
         # In the backbone's dtype, as the whole-image loss reads them (moments are taken in float32).
         features = self.module.backbone(self.module.view(crop), self.layers, upcast=False)
-        return {name: features[name][..., *tile.kept_in_crop(name, self.strides[name])]
-                for name in self.layers if tile.keeps(name)}
+        return {
+            name: features[name][..., *tile.kept_in_crop(name, self.strides[name])]
+            for name in self.layers
+            if tile.keeps(name)
+        }
 
 
 def moments_target(kind: str, moments: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

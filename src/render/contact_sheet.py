@@ -6,8 +6,8 @@ so the same drawing code serves a live run, a finished run folder and a whole sw
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -38,7 +38,7 @@ ROW_LABEL_MAX = 280
 class Cell:
     """One job's place on the sheet."""
 
-    status: str                       # "completed", "failed", "no result" or "not run"
+    status: str  # "completed", "failed", "no result" or "not run"
     image: Image.Image | None = None  # the final image of a completed job
     caption: list[str] = field(default_factory=list)
     error: str = ""
@@ -50,10 +50,10 @@ class SheetLayout:
 
     rows: int
     cols: int
-    box: tuple[int, int]                  # image area of one cell (width, height)
-    origin: tuple[int, int]               # top-left of cell (0, 0)
-    cell: tuple[int, int]                 # one cell incl. its caption (width, height)
-    size: tuple[int, int]                 # the whole sheet
+    box: tuple[int, int]  # image area of one cell (width, height)
+    origin: tuple[int, int]  # top-left of cell (0, 0)
+    cell: tuple[int, int]  # one cell incl. its caption (width, height)
+    size: tuple[int, int]  # the whole sheet
     title_lines: list[str]
     title_fonts: list[ImageFont.ImageFont]
     col_labels: list[list[str]]
@@ -75,8 +75,11 @@ def text_scale(box: tuple[int, int]) -> float:
 
 def sheet_fonts(scale: float) -> tuple[ImageFont.ImageFont, ImageFont.ImageFont, ImageFont.ImageFont]:
     """(label, title, caption) fonts."""
-    return (font(round(LABEL_FONT * scale), bold=True), font(round(TITLE_FONT * scale), bold=True),
-            font(round(CAPTION_FONT * scale)))
+    return (
+        font(round(LABEL_FONT * scale), bold=True),
+        font(round(TITLE_FONT * scale), bold=True),
+        font(round(CAPTION_FONT * scale)),
+    )
 
 
 def grid_shape(axes: Sequence[tuple[str, Sequence[str]]]) -> tuple[list[list[str]], list[list[str]]]:
@@ -118,7 +121,9 @@ def sheet_layout(axes: Sequence[tuple[str, Sequence[str]]], box: tuple[int, int]
     if any(rows):
         widest = max(text_width(line, label_font) for labels in rows for line in labels)
         row_label_width = min(ROW_LABEL_MAX, widest)
-        row_labels = [[piece for line in labels for piece in wrap(line, label_font, row_label_width)] for labels in rows]
+        row_labels = [
+            [piece for line in labels for piece in wrap(line, label_font, row_label_width)] for labels in rows
+        ]
     else:
         row_labels = [[] for _ in rows]
     grid_width = len(cols) * cell[0] + (len(cols) - 1) * GAP
@@ -134,16 +139,28 @@ def sheet_layout(axes: Sequence[tuple[str, Sequence[str]]], box: tuple[int, int]
     title_height = sum(line_height(f) for f in title_fonts) + (GAP if title_lines else 0)
     y0 = PAD + title_height + (col_label_height + 4 if col_label_height else 0)
     grid_height = len(rows) * cell[1] + (len(rows) - 1) * GAP
-    width = max(x0 + grid_width + PAD, max((text_width(l, f) for l, f in zip(title_lines, title_fonts)), default=0) + 2 * PAD)
+    width = max(
+        x0 + grid_width + PAD,
+        max((text_width(line, f) for line, f in zip(title_lines, title_fonts)), default=0) + 2 * PAD,
+    )
     return SheetLayout(
-        rows=len(rows), cols=len(cols), box=box, origin=(x0, y0), cell=cell,
-        size=(width, y0 + grid_height + PAD), title_lines=title_lines, title_fonts=title_fonts,
-        col_labels=col_labels, row_labels=row_labels, row_label_width=row_label_width,
+        rows=len(rows),
+        cols=len(cols),
+        box=box,
+        origin=(x0, y0),
+        cell=cell,
+        size=(width, y0 + grid_height + PAD),
+        title_lines=title_lines,
+        title_fonts=title_fonts,
+        col_labels=col_labels,
+        row_labels=row_labels,
+        row_label_width=row_label_width,
     )
 
 
-def draw_contact_sheet(axes: Sequence[tuple[str, Sequence[str]]], cells: Mapping[tuple[int, int], Cell],
-                       title: str = "") -> tuple[Image.Image, SheetLayout]:
+def draw_contact_sheet(
+    axes: Sequence[tuple[str, Sequence[str]]], cells: Mapping[tuple[int, int], Cell], title: str = ""
+) -> tuple[Image.Image, SheetLayout]:
     """Every job's final image in a grid laid out by the swept parameters.
 
     `cells` maps (row, col) -> Cell; grid positions without a cell are drawn as "not run".
@@ -176,13 +193,22 @@ def draw_contact_sheet(axes: Sequence[tuple[str, Sequence[str]]], cells: Mapping
     return sheet, layout
 
 
-def draw_cell(sheet: Image.Image, draw: ImageDraw.ImageDraw, layout: SheetLayout, row: int, col: int, cell: Cell,
-              caption_font: ImageFont.ImageFont) -> None:
+def draw_cell(
+    sheet: Image.Image,
+    draw: ImageDraw.ImageDraw,
+    layout: SheetLayout,
+    row: int,
+    col: int,
+    cell: Cell,
+    caption_font: ImageFont.ImageFont,
+) -> None:
     left, top, right, bottom = layout.image_box(row, col)
     if cell.status == "completed" and cell.image is not None:
         size = fit_size(cell.image.size, layout.box)
-        sheet.paste(scale_image(cell.image.convert("RGB"), size),
-                    (left + (layout.box[0] - size[0]) // 2, top + (layout.box[1] - size[1]) // 2))
+        sheet.paste(
+            scale_image(cell.image.convert("RGB"), size),
+            (left + (layout.box[0] - size[0]) // 2, top + (layout.box[1] - size[1]) // 2),
+        )
         colour = MUTED
     else:
         failed = cell.status == "failed"
@@ -191,7 +217,9 @@ def draw_cell(sheet: Image.Image, draw: ImageDraw.ImageDraw, layout: SheetLayout
         banner_font = font(max(14, min(36, layout.box[0] // 7)), bold=True)
         banner = cell.status.upper()
         y = top + max(8, layout.box[1] // 6)
-        draw.text((left + (layout.box[0] - text_width(banner, banner_font)) // 2, y), banner, fill=ink, font=banner_font)
+        draw.text(
+            (left + (layout.box[0] - text_width(banner, banner_font)) // 2, y), banner, fill=ink, font=banner_font
+        )
         y += line_height(banner_font) + 6
         room = max(1, (bottom - 8 - y) // line_height(caption_font))
         for line in wrap(cell.error, caption_font, layout.box[0] - 16, max_lines=room) if cell.error else []:
@@ -203,5 +231,3 @@ def draw_cell(sheet: Image.Image, draw: ImageDraw.ImageDraw, layout: SheetLayout
         fitted = wrap(line, caption_font, layout.box[0], max_lines=1)[0]
         draw.text((left, y), fitted, fill=colour, font=caption_font)
         y += line_height(caption_font)
-
-

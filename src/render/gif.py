@@ -21,8 +21,11 @@ GIF_MAX_SIDE = 768
 GIF_MAX_FRAMES = 120
 
 
-def write_progress_gif(frames: Sequence[tuple[int, Image.Image | str | os.PathLike]], path: str | os.PathLike,
-                       total_steps: int | None = None) -> Path:
+def write_progress_gif(
+    frames: Sequence[tuple[int, Image.Image | str | os.PathLike]],
+    path: str | os.PathLike,
+    total_steps: int | None = None,
+) -> Path:
     """Animate (step, image) frames, first to last, each captioned with its step; the last is held.
 
     Images may be PIL images or paths. Long runs are thinned to at most GIF_MAX_FRAMES frames,
@@ -67,6 +70,14 @@ def write_progress_gif(frames: Sequence[tuple[int, Image.Image | str | os.PathLi
         durations[0] = max(per_frame, 600)
     path = Path(path)
     with atomic_path(path) as temporary:
-        rendered[0].save(temporary, format="GIF", save_all=True, append_images=rendered[1:], duration=durations,
-                         loop=0, optimize=False, disposal=1)
+        rendered[0].save(
+            temporary,
+            format="GIF",
+            save_all=True,
+            append_images=rendered[1:],
+            duration=durations,
+            loop=0,
+            optimize=False,
+            disposal=1,
+        )
     return path

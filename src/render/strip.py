@@ -9,13 +9,20 @@ from PIL import Image, ImageDraw
 from src.render.text import font, line_height, wrap
 
 
-def side_by_side(images: Sequence[Image.Image], height: int, gap: int = 8, margin: int = 0,
-                 background: tuple[int, int, int] = (255, 255, 255),
-                 labels: Sequence[str] | None = None) -> Image.Image:
+def side_by_side(
+    images: Sequence[Image.Image],
+    height: int,
+    gap: int = 8,
+    margin: int = 0,
+    background: tuple[int, int, int] = (255, 255, 255),
+    labels: Sequence[str] | None = None,
+) -> Image.Image:
     """`images` scaled to `height`, `gap` px apart, inside a `margin`; a label (up to two lines)
     under each image when `labels` are given."""
-    scaled = [image.resize((max(1, round(image.width * height / image.height)), height), Image.Resampling.LANCZOS)
-              for image in images]
+    scaled = [
+        image.resize((max(1, round(image.width * height / image.height)), height), Image.Resampling.LANCZOS)
+        for image in images
+    ]
     typeface, pad, wrapped = font(max(11, height // 18)), 4, []
     if labels is not None:
         wrapped = [wrap(label, typeface, image.width - 2 * pad, max_lines=2) for label, image in zip(labels, scaled)]

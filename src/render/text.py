@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 from PIL import Image, ImageFont
 
 
-@lru_cache(maxsize=None)
+@cache
 def font(size: int, bold: bool = False) -> ImageFont.ImageFont:
     """DejaVu Sans (shipped with matplotlib) at `size` px; Pillow's own font as a fallback."""
     try:
         from matplotlib import font_manager
 
-        path = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans", weight="bold" if bold else "normal"))
+        path = font_manager.findfont(
+            font_manager.FontProperties(family="DejaVu Sans", weight="bold" if bold else "normal")
+        )
         return ImageFont.truetype(path, size)
     except Exception:  # pragma: no cover - matplotlib is a dependency; stay drawable without it
         return ImageFont.load_default(size)

@@ -14,8 +14,9 @@ import logging
 import os
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -27,10 +28,6 @@ from src.transfer.hydra_job import current_job
 log = logging.getLogger(__name__)
 
 
-
-
-
-
 def describe_error(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     if isinstance(error, UserError):
@@ -38,7 +35,9 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def run_sweep_job(task: Callable[[DictConfig, Path], dict], cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
+def run_sweep_job(
+    task: Callable[[DictConfig, Path], dict], cfg: DictConfig, output_dir: str | os.PathLike
+) -> dict[str, Any]:
     """Run one job of a multirun sweep; a failure is recorded, logged and returned, not raised.
 
     Hydra's sweepers stop a whole sweep when a job raises (and a SystemExit stops it at once),
@@ -47,8 +46,12 @@ def run_sweep_job(task: Callable[[DictConfig, Path], dict], cfg: DictConfig, out
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     job = current_job()
-    record: dict[str, Any] = {"num": job.num, "overrides": job.overrides, "status": "running",
-                              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    record: dict[str, Any] = {
+        "num": job.num,
+        "overrides": job.overrides,
+        "status": "running",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     write_json(output_dir / JOB_FILE, record)
     started = time.perf_counter()
     try:
@@ -58,8 +61,13 @@ def run_sweep_job(task: Callable[[DictConfig, Path], dict], cfg: DictConfig, out
     except Exception as error:
         message = describe_error(error)
         record.update(status="failed", error=message, traceback=traceback.format_exc())
-        log.error("job %s (%s) failed: %s", job.num, job.name or "no overrides", message,
-                  exc_info=not isinstance(error, UserError))
+        log.error(
+            "job %s (%s) failed: %s",
+            job.num,
+            job.name or "no overrides",
+            message,
+            exc_info=not isinstance(error, UserError),
+        )
         return {"status": "failed", "error": message}
     except BaseException as error:  # Ctrl-C, SystemExit: stop the sweep, but say so in the record
         record.update(status="interrupted", error=describe_error(error))
@@ -67,9 +75,3 @@ def run_sweep_job(task: Callable[[DictConfig, Path], dict], cfg: DictConfig, out
     finally:
         record["wall_seconds"] = time.perf_counter() - started
         write_json(output_dir / JOB_FILE, record)
-
-
-
-
-
-

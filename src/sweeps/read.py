@@ -22,7 +22,7 @@ class JobResult:
     num: int
     directory: Path | None
     overrides: list[str]
-    status: str                       # completed | failed | no result | not run
+    status: str  # completed | failed | no result | not run
     error: str = ""
     metrics: dict[str, Any] | None = None
     wall_seconds: float | None = None
@@ -53,8 +53,11 @@ class Sweep:
 
 
 def job_directories(sweep_dir: Path) -> list[Path]:
-    found = {p.parent.parent for pattern in ("*/.hydra/overrides.yaml", "*/*/.hydra/overrides.yaml")
-             for p in sweep_dir.glob(pattern)}
+    found = {
+        p.parent.parent
+        for pattern in ("*/.hydra/overrides.yaml", "*/*/.hydra/overrides.yaml")
+        for p in sweep_dir.glob(pattern)
+    }
     return sorted(found)
 
 
@@ -91,8 +94,15 @@ def read_job(directory: Path) -> JobResult:
     if status == "no result" and not error:
         error = f"the job stopped without finishing (last state: {record.get('status', 'unknown')}); see its log"
     wall = record.get("wall_seconds")
-    return JobResult(int(num), directory, overrides, status, error, metrics if status == "completed" else None,
-                     float(wall) if wall is not None else None)
+    return JobResult(
+        int(num),
+        directory,
+        overrides,
+        status,
+        error,
+        metrics if status == "completed" else None,
+        float(wall) if wall is not None else None,
+    )
 
 
 def read_sweep(sweep_dir: str | os.PathLike) -> Sweep:

@@ -18,6 +18,7 @@ from src.common.terms import LOSS_TERMS
 from src.render.contact_sheet import Cell, SheetLayout, draw_contact_sheet
 from src.render.text import pretty_override, pretty_value, short_number
 from src.sweeps.read import (
+    JobResult,
     Sweep,
     job_directories,
     read_sweep,
@@ -40,8 +41,11 @@ def sheet_title(sweep: Sweep) -> str:
     counts = f"{len(sweep.jobs)} job{'s' if len(sweep.jobs) != 1 else ''}"
     if sweep.failed:
         statuses = [job.status for job in sweep.jobs]
-        counts += ": " + ", ".join(f"{statuses.count(s)} {s.upper() if s == 'failed' else s}"
-                                  for s in ("completed", "failed", "no result", "not run") if s in statuses)
+        counts += ": " + ", ".join(
+            f"{statuses.count(s)} {s.upper() if s == 'failed' else s}"
+            for s in ("completed", "failed", "no result", "not run")
+            if s in statuses
+        )
     title = f"Sweep {where} — {counts}"
     if sweep.fixed:
         title += "\n" + "fixed: " + "  ".join(pretty_override(o) for o in sweep.fixed)
@@ -75,24 +79,38 @@ def contact_sheet(sweep: Sweep) -> tuple[Any, SheetLayout]:
     return draw_contact_sheet(axes, cells(sweep), sheet_title(sweep))
 
 
-
-
 def summary_rows(sweep: Sweep) -> tuple[list[str], list[dict[str, Any]]]:
     layers: list[str] = []
     for job in sweep.jobs:
-        for layer in ((job.metrics or {}).get("final_style_layers") or {}):
+        for layer in (job.metrics or {}).get("final_style_layers") or {}:
             if layer not in layers:
                 layers.append(layer)
-    columns = ["job", "status", *[key for key, _ in sweep.axes], "overrides",
-               *[f"final_{key}" for key in LOSS_TERMS], *[f"final_style_{layer}" for layer in layers],
-               "initial_total", "steps", "wall_seconds", "train_seconds", "seconds_per_step",
-               "width", "height", "sheet_row", "sheet_col", "folder", "error"]
+    columns = [
+        "job",
+        "status",
+        *[key for key, _ in sweep.axes],
+        "overrides",
+        *[f"final_{key}" for key in LOSS_TERMS],
+        *[f"final_style_{layer}" for layer in layers],
+        "initial_total",
+        "steps",
+        "wall_seconds",
+        "train_seconds",
+        "seconds_per_step",
+        "width",
+        "height",
+        "sheet_row",
+        "sheet_col",
+        "folder",
+        "error",
+    ]
     rows = []
     for job in sweep.jobs:
         metrics = job.metrics or {}
         final = metrics.get("final") or {}
         row: dict[str, Any] = {
-            "job": job.num, "status": job.status,
+            "job": job.num,
+            "status": job.status,
             **{key: job.values.get(key, "") for key, _ in sweep.axes},
             "overrides": " ".join(job.overrides),
             **{f"final_{key}": final.get(key, "") for key in LOSS_TERMS},
@@ -102,8 +120,10 @@ def summary_rows(sweep: Sweep) -> tuple[list[str], list[dict[str, Any]]]:
             "wall_seconds": f"{job.wall_seconds:.3f}" if job.wall_seconds is not None else "",
             "train_seconds": metrics.get("wall_seconds", ""),
             "seconds_per_step": metrics.get("seconds_per_step", ""),
-            "width": metrics.get("width", ""), "height": metrics.get("height", ""),
-            "sheet_row": job.position[0], "sheet_col": job.position[1],
+            "width": metrics.get("width", ""),
+            "height": metrics.get("height", ""),
+            "sheet_row": job.position[0],
+            "sheet_col": job.position[1],
             "folder": str(job.directory) if job.directory else "",
             "error": job.error,
         }
@@ -143,17 +163,29 @@ class SweepReport(Callback):
             sweep = write_report(sweep_dir)
         except Exception as error:  # the jobs' own results are all in place; say what went wrong
             log.exception("could not write the sweep report")
-            print(f"error: could not write {sweep_dir / SHEET_FILE} and {SUMMARY_FILE}: {error}; "
-                  f"retry with `python -m src.sweep {sweep_dir}`", file=sys.stderr)
+            print(
+                f"error: could not write {sweep_dir / SHEET_FILE} and {SUMMARY_FILE}: {error}; "
+                f"retry with `python -m src.sweep {sweep_dir}`",
+                file=sys.stderr,
+            )
             sys.exit(1)
         done = len(sweep.jobs) - len(sweep.failed)
-        log.info("sweep finished: %d of %d jobs completed; %s, %s", done, len(sweep.jobs),
-                 sweep_dir / SHEET_FILE, sweep_dir / SUMMARY_FILE)
+        log.info(
+            "sweep finished: %d of %d jobs completed; %s, %s",
+            done,
+            len(sweep.jobs),
+            sweep_dir / SHEET_FILE,
+            sweep_dir / SUMMARY_FILE,
+        )
         if sweep.failed:
-            names = "; ".join(f"job {job.num} ({','.join(pretty_override(o) for o in job.overrides if split_override(o)[0] in dict(sweep.axes)) or '-'}): {job.status}"
-                              for job in sweep.failed)
-            print(f"error: {len(sweep.failed)} of {len(sweep.jobs)} jobs did not complete: {names}. "
-                  f"See {sweep_dir / SUMMARY_FILE}", file=sys.stderr)
+            names = "; ".join(
+                f"job {job.num} ({swept_overrides(job, sweep) or '-'}): {job.status}" for job in sweep.failed
+            )
+            print(
+                f"error: {len(sweep.failed)} of {len(sweep.jobs)} jobs did not complete: {names}. "
+                f"See {sweep_dir / SUMMARY_FILE}",
+                file=sys.stderr,
+            )
             if self.failed_exit_code:
                 sys.exit(self.failed_exit_code)
 
@@ -162,8 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m src.sweep <sweep folder>...`: write the sweep report again."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m src.sweep SWEEP_FOLDER [SWEEP_FOLDER...]\n"
-              "Write contact_sheet.png and summary.csv for finished (or partly finished) sweeps.")
+        print(
+            "usage: python -m src.sweep SWEEP_FOLDER [SWEEP_FOLDER...]\n"
+            "Write contact_sheet.png and summary.csv for finished (or partly finished) sweeps."
+        )
         return 0 if argv else 2
     status = 0
     for folder in argv:
@@ -172,6 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = 2
             continue
         sweep = write_report(folder)
-        print(f"{Path(folder) / SHEET_FILE}, {Path(folder) / SUMMARY_FILE}: "
-              f"{len(sweep.jobs) - len(sweep.failed)} of {len(sweep.jobs)} jobs completed")
+        print(
+            f"{Path(folder) / SHEET_FILE}, {Path(folder) / SUMMARY_FILE}: "
+            f"{len(sweep.jobs) - len(sweep.failed)} of {len(sweep.jobs)} jobs completed"
+        )
     return status
+
+
+def swept_overrides(job: JobResult, sweep: Sweep) -> str:
+    """The overrides of `job` that the sweep varies, as the sheet shows them."""
+    return ",".join(pretty_override(o) for o in job.overrides if split_override(o)[0] in dict(sweep.axes))

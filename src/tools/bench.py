@@ -24,8 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -115,7 +116,9 @@ def quietly(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 def our_step_seconds(overrides: list[str], steps: int, device: str = "cpu") -> tuple[float, dict[str, Any]]:
     clock = StepClock()
     with tempfile.TemporaryDirectory() as folder:
-        metrics = quietly(stylize, compose_config(*overrides, f"steps={steps}", device=device), folder, extra_callbacks=[clock])
+        metrics = quietly(
+            stylize, compose_config(*overrides, f"steps={steps}", device=device), folder, extra_callbacks=[clock]
+        )
     return median_step_seconds(clock.times), metrics
 
 
@@ -133,9 +136,21 @@ def per_step_overhead(sizes: list[int], steps: int, device: str = "cpu") -> list
             before = floor_seconds(height, width, dtype, device)
             ours, metrics = our_step_seconds(overrides, steps, "gpu" if device == "cuda" else "cpu")
             floor = (before + floor_seconds(metrics["height"], metrics["width"], dtype, device)) / 2
-            rows.append({"size": size, "optimizer": optimizer, "compute_dtype": dtype, "seconds_per_step": ours,
-                         "floor_seconds": floor, "ratio": ours / floor})
-            print(f"  {size:5d} px {optimizer:6s} {dtype:8s} {ours:7.3f} s/step  floor {floor:7.3f} s  ratio {ours / floor:5.2f}", flush=True)
+            rows.append(
+                {
+                    "size": size,
+                    "optimizer": optimizer,
+                    "compute_dtype": dtype,
+                    "seconds_per_step": ours,
+                    "floor_seconds": floor,
+                    "ratio": ours / floor,
+                }
+            )
+            print(
+                f"  {size:5d} px {optimizer:6s} {dtype:8s} {ours:7.3f} s/step  floor {floor:7.3f} s  "
+                f"ratio {ours / floor:5.2f}",
+                flush=True,
+            )
     return rows
 
 
@@ -167,15 +182,27 @@ def caffe_to_rgb(image: torch.Tensor) -> torch.Tensor:
     return ((image.detach().cpu() + mean) / 255.0).flip(1).clamp(0, 1)
 
 
-def run_pastiche(content: Path, style: Path, size: int, style_size: int, content_w: list[float], style_w: list[float], steps: int) -> tuple[torch.Tensor, float]:
+def run_pastiche(
+    content: Path, style: Path, size: int, style_size: int, content_w: list[float], style_w: list[float], steps: int
+) -> tuple[torch.Tensor, float]:
     from pastiche.pastiche import PasticheArtist
 
     def artist() -> PasticheArtist:
         return PasticheArtist(
-            str(content), [str(style)], device="cpu", pooling="max", optimizer="lbfgs",
-            content_layers=["block4_relu2"], style_layers=[f"block{i}_relu1" for i in range(1, 6)],
-            content_layer_weights=content_w, style_layer_weights=style_w, content_weight=1.0,
-            style_weights=[1.0], tv_weight=0.0, size=size, style_size=style_size,
+            str(content),
+            [str(style)],
+            device="cpu",
+            pooling="max",
+            optimizer="lbfgs",
+            content_layers=["block4_relu2"],
+            style_layers=[f"block{i}_relu1" for i in range(1, 6)],
+            content_layer_weights=content_w,
+            style_layer_weights=style_w,
+            content_weight=1.0,
+            style_weights=[1.0],
+            tv_weight=0.0,
+            size=size,
+            style_size=style_size,
         )
 
     # One untimed step first: torch builds its kernels for a shape on first use (about 0.4 s
@@ -189,7 +216,9 @@ def run_pastiche(content: Path, style: Path, size: int, style_size: int, content
     return caffe_to_rgb(timed.pastiche), time.perf_counter() - started
 
 
-def time_to_quality(size: int, pastiche_steps: int, modes: dict[str, list[str]], images: list[str] = ()) -> list[dict[str, Any]]:
+def time_to_quality(
+    size: int, pastiche_steps: int, modes: dict[str, list[str]], images: list[str] = ()
+) -> list[dict[str, Any]]:
     """Pastiche runs `pastiche_steps`; each of our modes runs until its image, evaluated in
     fp32, is as good (at most 3x pastiche's steps). Wall times include model load and targets.
     `images`: content/style overrides (the default run's pair if empty).
@@ -208,33 +237,67 @@ def time_to_quality(size: int, pastiche_steps: int, modes: dict[str, list[str]],
         save_image(evaluator.content_image, content_png)
         save_image(evaluator.style_image, style_png)
         content_w, style_w = pastiche_layer_weights(compose_config(f"size={size}", *images), evaluator)
-        theirs, their_seconds = run_pastiche(content_png, style_png, size, max(evaluator.style_image.shape[-2:]),
-                                             content_w, style_w, pastiche_steps)
+        theirs, their_seconds = run_pastiche(
+            content_png, style_png, size, max(evaluator.style_image.shape[-2:]), content_w, style_w, pastiche_steps
+        )
         their_loss = judge(theirs)
         print(f"  pastiche {pastiche_steps} L-BFGS steps: {their_seconds:6.1f} s, J = {their_loss:.4g}", flush=True)
 
         def our_run(label: str, overrides: list[str], steps: int, clock: StepClock) -> None:
-            quietly(stylize, compose_config(f"size={size}", *overrides, f"steps={steps}",
-                                            f"content.path={content_png}", f"style.path={style_png}"),
-                    Path(folder) / label.replace(" ", "_"), extra_callbacks=[clock])
+            quietly(
+                stylize,
+                compose_config(
+                    f"size={size}",
+                    *overrides,
+                    f"steps={steps}",
+                    f"content.path={content_png}",
+                    f"style.path={style_png}",
+                ),
+                Path(folder) / label.replace(" ", "_"),
+                extra_callbacks=[clock],
+            )
 
         for label, overrides in modes.items():
             judged = StepClock(judge, their_loss)
             our_run(label + " judged", overrides, 3 * pastiche_steps, judged)
             reached = next((step for step, loss in enumerate(judged.losses) if loss <= their_loss), None)
-            row = {"mode": label, "overrides": overrides, "images": list(images), "size": size, "pastiche_steps": pastiche_steps,
-                   "pastiche_seconds": their_seconds, "pastiche_loss": their_loss, "our_steps": None, "our_seconds": None,
-                   "ratio": None, "our_best_loss": min(judged.losses)}
+            row = {
+                "mode": label,
+                "overrides": overrides,
+                "images": list(images),
+                "size": size,
+                "pastiche_steps": pastiche_steps,
+                "pastiche_seconds": their_seconds,
+                "pastiche_loss": their_loss,
+                "our_steps": None,
+                "our_seconds": None,
+                "ratio": None,
+                "our_best_loss": min(judged.losses),
+            }
             rows.append(row)
             if reached is None:
-                print(f"  {label:28s} never reached it in {3 * pastiche_steps} steps (best {row['our_best_loss']:.4g})", flush=True)
+                print(
+                    f"  {label:28s} never reached it in {3 * pastiche_steps} steps (best {row['our_best_loss']:.4g})",
+                    flush=True,
+                )
                 continue
             plain = StepClock()
             our_run(label, overrides, reached + 1, plain)
-            row.update(our_steps=reached + 1, our_seconds=plain.times[-1], ratio=plain.times[-1] / their_seconds,
-                       our_seconds_judged_run=judged.times[reached], our_loss=judge(plain.image))
-            print(f"  {label:28s} reached it at step {row['our_steps']:4d} in {row['our_seconds']:6.1f} s: ratio {row['ratio']:.2f}"
-                  f"{'' if row['our_loss'] <= their_loss else ' (BUT the timed rerun ended above it: not deterministic?)'}", flush=True)
+            row.update(
+                our_steps=reached + 1,
+                our_seconds=plain.times[-1],
+                ratio=plain.times[-1] / their_seconds,
+                our_seconds_judged_run=judged.times[reached],
+                our_loss=judge(plain.image),
+            )
+            print(
+                f"  {label:28s} reached it at step {row['our_steps']:4d} in {row['our_seconds']:6.1f} s: "
+                f"ratio {row['ratio']:.2f}"
+                + (
+                    "" if row["our_loss"] <= their_loss else " (BUT the timed rerun ended above it: not deterministic?)"
+                ),
+                flush=True,
+            )
     return rows
 
 
@@ -251,8 +314,9 @@ def peak_rss(size: int) -> dict[str, Any]:
     )
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", code, str(Path(folder) / "run")], cwd=PROJECT_ROOT,
-                             capture_output=True, text=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(Path(folder) / "run")], cwd=PROJECT_ROOT, capture_output=True, text=True
+        ).stdout.split()
     returncode, kib = int(out[0]), int(out[1])
     row = {"size": size, "ok": returncode == 0, "peak_rss_gib": kib / 2**20, "seconds": time.perf_counter() - started}
     print(f"  {size:5d} px  peak RSS {row['peak_rss_gib']:6.2f} GiB  {'ok' if row['ok'] else 'FAILED'}", flush=True)
@@ -265,7 +329,16 @@ def largest_size() -> int:
     low, high = 512, 32768
     while high - low > 16:
         mid = (low + high) // 2
-        fits = estimated_peak_bytes(mid * 3 // 4, mid, [CONTENT_LAYER, *STYLE_LAYERS], 20, resolve_compute_dtype("auto", torch.device("cpu"))) <= have
+        fits = (
+            estimated_peak_bytes(
+                mid * 3 // 4,
+                mid,
+                [CONTENT_LAYER, *STYLE_LAYERS],
+                20,
+                resolve_compute_dtype("auto", torch.device("cpu")),
+            )
+            <= have
+        )
         low, high = (mid, high) if fits else (low, mid)
     return low
 
@@ -292,13 +365,23 @@ def gpu_section(quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         # No checkpoints: the optimisation alone, as neural-style's 30 s are.
-        metrics = quietly(stylize, compose_config("size=512", f"steps={steps}", "checkpoint_every=0", device="gpu"), folder)
-        report["lbfgs_512px"] = {"steps": metrics["steps"], "loop_seconds": metrics["wall_seconds"],
-                                 "run_seconds": time.perf_counter() - started, "compute_dtype": metrics["compute_dtype"],
-                                 "final_loss": metrics["final"]["total"], "device": metrics["device"]}
-    print(f"  {metrics['steps']} L-BFGS steps at 512 px ({metrics['compute_dtype']}): {metrics['wall_seconds']:.1f} s "
-          f"({report['lbfgs_512px']['run_seconds']:.1f} s with model load and targets), final J {metrics['final']['total']:.4g}",
-          flush=True)
+        metrics = quietly(
+            stylize, compose_config("size=512", f"steps={steps}", "checkpoint_every=0", device="gpu"), folder
+        )
+        report["lbfgs_512px"] = {
+            "steps": metrics["steps"],
+            "loop_seconds": metrics["wall_seconds"],
+            "run_seconds": time.perf_counter() - started,
+            "compute_dtype": metrics["compute_dtype"],
+            "final_loss": metrics["final"]["total"],
+            "device": metrics["device"],
+        }
+    print(
+        f"  {metrics['steps']} L-BFGS steps at 512 px ({metrics['compute_dtype']}): {metrics['wall_seconds']:.1f} s "
+        f"({report['lbfgs_512px']['run_seconds']:.1f} s with model load and targets), "
+        f"final J {metrics['final']['total']:.4g}",
+        flush=True,
+    )
     return report
 
 
@@ -320,14 +403,30 @@ def image_override(group: str, value: str) -> str | None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m src.tools.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a 1-minute smoke version at 128 px")
-    parser.add_argument("--content", help="content image for section 2: a file or a preset name (default: the default run's)")
-    parser.add_argument("--style", help="style image for section 2: a file or a preset name (default: the default run's)")
+    parser.add_argument(
+        "--content", help="content image for section 2: a file or a preset name (default: the default run's)"
+    )
+    parser.add_argument(
+        "--style", help="style image for section 2: a file or a preset name (default: the default run's)"
+    )
     parser.add_argument("--size", type=int, help="section 2's image size (default 256; 128 with --quick)")
-    parser.add_argument("--pastiche-steps", type=int, help="section 2: pastiche's L-BFGS steps (default 100; 20 with --quick)")
-    parser.add_argument("--only", nargs="+", choices=SECTIONS + EXTRA_SECTIONS, default=list(SECTIONS),
-                        help="run only these sections (default: all but print; gpu runs only where CUDA is present)")
-    parser.add_argument("--print-sizes", nargs="+", type=int, default=list(PRINT_SIZES),
-                        help="the print section's long sides (default: 1024 2048 4096 8192)")
+    parser.add_argument(
+        "--pastiche-steps", type=int, help="section 2: pastiche's L-BFGS steps (default 100; 20 with --quick)"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS + EXTRA_SECTIONS,
+        default=list(SECTIONS),
+        help="run only these sections (default: all but print; gpu runs only where CUDA is present)",
+    )
+    parser.add_argument(
+        "--print-sizes",
+        nargs="+",
+        type=int,
+        default=list(PRINT_SIZES),
+        help="the print section's long sides (default: 1024 2048 4096 8192)",
+    )
     args = parser.parse_args(argv)
     for name in ("size", "pastiche_steps"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -349,19 +448,29 @@ def main(argv: list[str] | None = None) -> None:
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     out_dir = PROJECT_ROOT / "outputs" / "bench" / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"machine": {"threads": torch.get_num_threads(), "torch": torch.__version__,
-                                          "cpu_bfloat16": has_fast_bfloat16(torch.device("cpu")),
-                                          "cuda": torch.cuda.is_available()},
-                              "arguments": vars(args)}
-    print(f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"native bf16 on this CPU: {report['machine']['cpu_bfloat16']}")
+    report: dict[str, Any] = {
+        "machine": {
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cpu_bfloat16": has_fast_bfloat16(torch.device("cpu")),
+            "cuda": torch.cuda.is_available(),
+        },
+        "arguments": vars(args),
+    }
+    print(
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"native bf16 on this CPU: {report['machine']['cpu_bfloat16']}"
+    )
     if "steps" in args.only:
         print("1. per-step time against the floor (forward + backward of the truncated backbone, same dtype)")
         report["per_step"] = per_step_overhead([128] if args.quick else [256, 512], steps=6 if args.quick else 12)
     if "quality" in args.only:
         size = args.size or (128 if args.quick else 256)
         steps = args.pastiche_steps or (20 if args.quick else 100)
-        print(f"2. time to reach pastiche's objective after {steps} steps ({size} px, same objective, L-BFGS, content init)")
+        print(
+            f"2. time to reach pastiche's objective after {steps} steps "
+            f"({size} px, same objective, L-BFGS, content init)"
+        )
         report["time_to_quality"] = time_to_quality(size, steps, MODES, args.images)
     if "memory" in args.only:
         print("3. memory (peak RSS of a 2-step run, default mode)")

@@ -34,12 +34,21 @@ def figures(size: int, steps: int, beta: float) -> dict[str, list[tuple[str, str
     """Picture name -> panels: (label, an image path) or (label, the overrides of a run).
 
     Every run gets `beta=<beta>` first (a panel may override it); color=luminance gets 10x."""
-    content, starry, shipwreck = asset_path("content/tubingen.jpg"), asset_path("style/starry_night.jpg"), asset_path("style/shipwreck.jpg")
+    content, starry, shipwreck = (
+        asset_path("content/tubingen.jpg"),
+        asset_path("style/starry_night.jpg"),
+        asset_path("style/shipwreck.jpg"),
+    )
     adam = ["optimizer=adam", "optimizer.lr=0.05", f"steps={2 * steps}"]
     return {
         "color": [
-            ("content", content), ("style", starry),
-            ("color=none", []), (f"color=luminance beta={pretty_value(f'{10 * beta:e}')}", ["color=luminance", f"beta={pretty_value(f'{10 * beta:e}')}"]),
+            ("content", content),
+            ("style", starry),
+            ("color=none", []),
+            (
+                f"color=luminance beta={pretty_value(f'{10 * beta:e}')}",
+                ["color=luminance", f"beta={pretty_value(f'{10 * beta:e}')}"],
+            ),
             ("color=match", ["color=match"]),
         ],
         "blend": [
@@ -49,17 +58,23 @@ def figures(size: int, steps: int, beta: float) -> dict[str, list[tuple[str, str
             ("style=shipwreck", ["style=shipwreck"]),
         ],
         "scale": [
-            ("style_scale=0.5", ["style_scale=0.5"]), ("style_scale=1", []), ("style_scale=2", ["style_scale=2"]),
+            ("style_scale=0.5", ["style_scale=0.5"]),
+            ("style_scale=1", []),
+            ("style_scale=2", ["style_scale=2"]),
         ],
         "losses": [
-            ("style_loss=gram", []), ("style_loss=mean_cov", ["style_loss=mean_cov"]),
+            ("style_loss=gram", []),
+            ("style_loss=mean_cov", ["style_loss=mean_cov"]),
             ("style_loss=histogram", ["style_loss=histogram"]),
         ],
         "average": [
-            ("Adam: the last image", adam), ("Adam, ema=0.95: the average", [*adam, "ema=0.95"]),
+            ("Adam: the last image", adam),
+            ("Adam, ema=0.95: the average", [*adam, "ema=0.95"]),
         ],
         "masks": [
-            ("sky mask", str(PROJECT_ROOT / SKY)), ("style", starry), ("style", shipwreck),
+            ("sky mask", str(PROJECT_ROOT / SKY)),
+            ("style", starry),
+            ("style", shipwreck),
             ("masked blend", [f"style.mask={SKY}", f"style.blend=[{{path:shipwreck,mask:{GROUND}}}]"]),
         ],
         "pyramid": [
@@ -67,8 +82,16 @@ def figures(size: int, steps: int, beta: float) -> dict[str, list[tuple[str, str
             # pyramid's 3 levels of 3/4 steps cost 3/4 * (1/16 + 1/4 + 1) = 0.98 finest-level steps each.
             # beta=1e4: the content's large shapes have to show, not only the painting's.
             ("single scale, init=noise beta=1e4", ["init=noise", "beta=1e4"]),
-            ("pyramid=factor2, init=noise beta=1e4",
-             ["init=noise", "beta=1e4", "pyramid=factor2", f"steps={steps * 3 // 4}", f"pyramid.steps={steps * 3 // 4}"]),
+            (
+                "pyramid=factor2, init=noise beta=1e4",
+                [
+                    "init=noise",
+                    "beta=1e4",
+                    "pyramid=factor2",
+                    f"steps={steps * 3 // 4}",
+                    f"pyramid.steps={steps * 3 // 4}",
+                ],
+            ),
         ],
     }
 
@@ -83,8 +106,19 @@ def run(name: str, overrides: list[str], size: int, steps: int, beta: float) -> 
         shutil.rmtree(folder)
     # The raw terms these pictures and the numbers of docs/controls.md were made with (the
     # default normalization=relative would need another beta: docs/style_weights.md).
-    command = [sys.executable, "-m", "src.run", f"size={size}", f"steps={steps}", f"beta={pretty_value(f'{beta:e}')}",
-               "logger=none", "checkpoint_every=0", "normalization=gatys", *overrides, f"hydra.run.dir={folder}"]
+    command = [
+        sys.executable,
+        "-m",
+        "src.run",
+        f"size={size}",
+        f"steps={steps}",
+        f"beta={pretty_value(f'{beta:e}')}",
+        "logger=none",
+        "checkpoint_every=0",
+        "normalization=gatys",
+        *overrides,
+        f"hydra.run.dir={folder}",
+    ]
     print(" ".join(command[1:]), flush=True)
     started = time.perf_counter()
     result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
@@ -98,14 +132,18 @@ def save_small(picture: Image.Image, path: Path, limit: int = 300_000) -> None:
     """PNG, as is if under `limit` bytes, else with a 256-colour palette (dithered)."""
     picture.save(path, optimize=True)
     if path.stat().st_size > limit:
-        picture.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
+        picture.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(
+            path, optimize=True
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=80)
-    parser.add_argument("--beta", type=float, default=1e5, help="style weight of every run (strong, so that differences show)")
+    parser.add_argument(
+        "--beta", type=float, default=1e5, help="style weight of every run (strong, so that differences show)"
+    )
     parser.add_argument("--height", type=int, default=200, help="panel height in the pictures, px")
     parser.add_argument("--only", default="", help="comma-separated picture names")
     parser.add_argument("--out", default=str(PROJECT_ROOT / "docs" / "images"))
@@ -121,27 +159,49 @@ def main() -> None:
             if isinstance(source, str):
                 images.append((label, load_image(source)))
                 continue
-            key = "default" if not source else "_".join(o.split("=")[0].split(".")[-1] + "-" + o.split("=")[-1] for o in source)
+            key = (
+                "default"
+                if not source
+                else "_".join(o.split("=")[0].split(".")[-1] + "-" + o.split("=")[-1] for o in source)
+            )
             key = "".join(c if c.isalnum() or c in "-_." else "" for c in key)[:80]
             folder = run(key, source, args.size, args.steps, args.beta)
             images.append((label, load_image(folder / "final.png")))
             metrics = json.loads((folder / "metrics.json").read_text())
-            record[label] = {"overrides": source, "final": metrics["final"], "wall_seconds": round(metrics["wall_seconds"], 1),
-                             **({"final_styles": metrics["final_styles"]} if "final_styles" in metrics else {})}
+            record[label] = {
+                "overrides": source,
+                "final": metrics["final"],
+                "wall_seconds": round(metrics["wall_seconds"], 1),
+                **({"final_styles": metrics["final_styles"]} if "final_styles" in metrics else {}),
+            }
         if name == "average":
             # What the average removed, amplified: |last - average| x 10.
             last, average = (np.asarray(image, dtype=np.float32) for _, image in images[:2])
             difference = np.clip(np.abs(last - average) * 10, 0, 255).astype(np.uint8)
             images.append(("|last - average| x 10", Image.fromarray(difference)))
-        picture = side_by_side([image for _, image in images], args.height, gap=6, labels=[label for label, _ in images])
+        picture = side_by_side(
+            [image for _, image in images], args.height, gap=6, labels=[label for label, _ in images]
+        )
         path = out / f"controls_{name}.png"
         save_small(picture, path)
         if name == "scale":
             # The top-left quarter of each result, enlarged 2x (nearest): the strokes themselves.
-            crops = [(f"{label}, top-left, x2", image.crop((0, 0, image.width // 2, image.height // 2))
-                      .resize(image.size, Image.Resampling.NEAREST)) for label, image in images]
-            save_small(side_by_side([image for _, image in crops], args.height, gap=6, labels=[label for label, _ in crops]), out / "controls_scale_crops.png")
-        (RUNS / f"{args.size}px_beta{pretty_value(f'{args.beta:e}')}" / f"{name}.json").write_text(json.dumps(record, indent=2))
+            crops = [
+                (
+                    f"{label}, top-left, x2",
+                    image.crop((0, 0, image.width // 2, image.height // 2)).resize(
+                        image.size, Image.Resampling.NEAREST
+                    ),
+                )
+                for label, image in images
+            ]
+            save_small(
+                side_by_side([image for _, image in crops], args.height, gap=6, labels=[label for label, _ in crops]),
+                out / "controls_scale_crops.png",
+            )
+        (RUNS / f"{args.size}px_beta{pretty_value(f'{args.beta:e}')}" / f"{name}.json").write_text(
+            json.dumps(record, indent=2)
+        )
         print(f"{path} ({path.stat().st_size // 1024} KB)", flush=True)
 
 

@@ -32,16 +32,29 @@ def run_once(size: int, steps: int, tile_size: int) -> dict[str, Any]:
         "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss);"
         "print(r.stderr.strip().splitlines()[-1] if r.returncode else '')"
     )
-    overrides = [f"size={size}", f"steps={steps}", "logger=none", "device=cpu", "checkpoint_every=0",
-                 "pyramid=none", f"tile_size={tile_size}"]
+    overrides = [
+        f"size={size}",
+        f"steps={steps}",
+        "logger=none",
+        "device=cpu",
+        "checkpoint_every=0",
+        "pyramid=none",
+        f"tile_size={tile_size}",
+    ]
     with tempfile.TemporaryDirectory() as folder:
         run_dir = Path(folder) / "run"
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", code, str(run_dir), *overrides], cwd=PROJECT_ROOT,
-                             capture_output=True, text=True).stdout.splitlines()
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(run_dir), *overrides], cwd=PROJECT_ROOT, capture_output=True, text=True
+        ).stdout.splitlines()
         returncode, kib = (int(v) for v in out[0].split())
-        row: dict[str, Any] = {"size": size, "tile_size": tile_size or None, "ok": returncode == 0,
-                               "peak_rss_gib": kib / 2**20, "process_seconds": time.perf_counter() - started}
+        row: dict[str, Any] = {
+            "size": size,
+            "tile_size": tile_size or None,
+            "ok": returncode == 0,
+            "peak_rss_gib": kib / 2**20,
+            "process_seconds": time.perf_counter() - started,
+        }
         if returncode == 0:
             metrics = json.loads((run_dir / "metrics.json").read_text())
             row["seconds_per_step"] = metrics["seconds_per_step"]
@@ -60,18 +73,24 @@ def print_section(sizes: list[int], steps: int = 3, tile_size: int = TILE_SIZE) 
             rows.append(row)
             label = f"tiles of {tile} px" if tile else "untiled"
             if row["ok"]:
-                print(f"  {size:5d} px  {label:16s} peak RSS {row['peak_rss_gib']:6.2f} GiB  "
-                      f"{row['seconds_per_step']:8.2f} s/step" + (f"  ({row['tiles']} tiles)" if tile else ""),
-                      flush=True)
+                print(
+                    f"  {size:5d} px  {label:16s} peak RSS {row['peak_rss_gib']:6.2f} GiB  "
+                    f"{row['seconds_per_step']:8.2f} s/step" + (f"  ({row['tiles']} tiles)" if tile else ""),
+                    flush=True,
+                )
             else:
                 print(f"  {size:5d} px  {label:16s} not run: {row['error']}", flush=True)
     report: dict[str, Any] = {"rows": rows, "steps": steps}
-    both = [size for size in sizes
-            if all(r["ok"] for r in rows if r["size"] == size) and sum(r["size"] == size for r in rows) == 2]
+    both = [
+        size
+        for size in sizes
+        if all(r["ok"] for r in rows if r["size"] == size) and sum(r["size"] == size for r in rows) == 2
+    ]
     if both:
         size = max(both)
-        untiled, tiled = (next(r for r in rows if r["size"] == size and bool(r["tile_size"]) == t)
-                          for t in (False, True))
+        untiled, tiled = (
+            next(r for r in rows if r["size"] == size and bool(r["tile_size"]) == t) for t in (False, True)
+        )
         report["overhead"] = {"size": size, "ratio": tiled["seconds_per_step"] / untiled["seconds_per_step"]}
         print(f"  tiling overhead at {size} px: {report['overhead']['ratio']:.2f}x the untiled seconds per step")
     return report

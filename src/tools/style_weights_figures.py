@@ -72,8 +72,17 @@ def run(name: str, overrides: list[str], size: int, steps: int) -> Path:
     folder = RUNS / f"{size}px_{steps}steps" / name
     if (folder / "final.png").is_file():
         return folder
-    command = [sys.executable, "-m", "src.run", f"size={size}", f"steps={steps}", "logger=none", "checkpoint_every=0",
-               *overrides, f"hydra.run.dir={folder}"]
+    command = [
+        sys.executable,
+        "-m",
+        "src.run",
+        f"size={size}",
+        f"steps={steps}",
+        "logger=none",
+        "checkpoint_every=0",
+        *overrides,
+        f"hydra.run.dir={folder}",
+    ]
     print(" ".join(command[1:]), flush=True)
     if folder.exists():
         import shutil
@@ -95,10 +104,18 @@ class Judge:
     def __init__(self, style: Path, size: int) -> None:
         from src.transfer.build import build_module
 
-        overrides = [f"size={size}", "device=cpu", "device.compute_dtype=float32", "logger=none",
-                     f"content.path={asset_path(CONTENT)}", f"style.path={style}", "normalization=relative",
-                     f"beta={1 / RELATIVE_STYLE_UNIT}", "layers.content={relu4_2: 1.0}",
-                     "layers.style={" + ", ".join(f"{layer}: 1.0" for layer in LAYERS) + "}"]
+        overrides = [
+            f"size={size}",
+            "device=cpu",
+            "device.compute_dtype=float32",
+            "logger=none",
+            f"content.path={asset_path(CONTENT)}",
+            f"style.path={style}",
+            "normalization=relative",
+            f"beta={1 / RELATIVE_STYLE_UNIT}",
+            "layers.content={relu4_2: 1.0}",
+            "layers.style={" + ", ".join(f"{layer}: 1.0" for layer in LAYERS) + "}",
+        ]
         with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=overrides)
         self.module = build_module(cfg)
@@ -111,8 +128,12 @@ class Judge:
         terms = self.module.evaluate_image(image)
         style = {layer: terms[f"loss/style/{layer}"] for layer in LAYERS}
         pixels = (image - photograph).pow(2).mean().sqrt().item()
-        return {"style_layers": style, "style": statistics.mean(style.values()), "content": terms["loss/content"],
-                "pixel_rms_change": pixels}
+        return {
+            "style_layers": style,
+            "style": statistics.mean(style.values()),
+            "content": terms["loss/content"],
+            "pixel_rms_change": pixels,
+        }
 
 
 def shares(metrics: dict[str, Any]) -> dict[str, float]:
@@ -132,8 +153,12 @@ def measure_paintings(size: int, steps: int) -> dict[str, Any]:
             overrides = [f"style.path={style}", f"normalization={normalization}"]
             folder = run(f"{name}_{normalization}", overrides, size, steps)
             metrics = json.loads((folder / "metrics.json").read_text())
-            record[name][normalization] = {**judge(folder / "final.png"), "shares": shares(metrics),
-                                           "wall_seconds": metrics["wall_seconds"], "folder": str(folder)}
+            record[name][normalization] = {
+                **judge(folder / "final.png"),
+                "shares": shares(metrics),
+                "wall_seconds": metrics["wall_seconds"],
+                "folder": str(folder),
+            }
         record[name]["photograph"] = judge()
     return record
 
@@ -183,12 +208,20 @@ def save_jpeg(picture: Image.Image, path: Path, limit: int = 250_000) -> None:
 
 def paintings_figure(record: dict[str, Any], out: Path, height: int) -> Path:
     paintings = [(name, load_image(style_file(name))) for name, _, _ in PAINTINGS]
-    def results(normalization: str) -> list[tuple[str, Image.Image]]:
-        return [(f"style {record[name][normalization]['style']:.2f}",
-                 load_image(Path(record[name][normalization]["folder"]) / "final.png")) for name, _, _ in PAINTINGS]
 
-    picture = grid([("painting", paintings), ("gatys\n(before)", results("gatys")),
-                    ("relative\n(default)", results("relative"))], height)
+    def results(normalization: str) -> list[tuple[str, Image.Image]]:
+        return [
+            (
+                f"style {record[name][normalization]['style']:.2f}",
+                load_image(Path(record[name][normalization]["folder"]) / "final.png"),
+            )
+            for name, _, _ in PAINTINGS
+        ]
+
+    picture = grid(
+        [("painting", paintings), ("gatys\n(before)", results("gatys")), ("relative\n(default)", results("relative"))],
+        height,
+    )
     path = out / "style_weights_paintings.jpg"
     save_jpeg(picture, path)
     return path
@@ -207,20 +240,30 @@ def summary(paintings: dict[str, Any], sweep: dict[str, Any]) -> None:
     if paintings:
         print("painting        | rel. style gatys | rel. style relative | rel. content gatys | rel. content relative")
         for name, entry in paintings.items():
-            print(f"{name:15s} | {entry['gatys']['style']:16.3f} | {entry['relative']['style']:19.3f} | "
-                  f"{entry['gatys']['content']:18.3f} | {entry['relative']['content']:21.3f}")
+            print(
+                f"{name:15s} | {entry['gatys']['style']:16.3f} | {entry['relative']['style']:19.3f} | "
+                f"{entry['gatys']['content']:18.3f} | {entry['relative']['content']:21.3f}"
+            )
         for normalization in ("gatys", "relative"):
             styles = [entry[normalization]["style"] for entry in paintings.values()]
             spread = statistics.pstdev(styles) / statistics.mean(styles)
-            print(f"{normalization}: relative style distance {min(styles):.3f} .. {max(styles):.3f}, "
-                  f"max/min {max(styles) / min(styles):.2f}, spread (stdev/mean) {spread:.2f}")
-            mean_shares = {layer: statistics.mean(entry[normalization]["shares"][layer] for entry in paintings.values())
-                           for layer in LAYERS}
-            print("  mean per-layer share of the final style term: "
-                  + ", ".join(f"{k} {v:.1%}" for k, v in mean_shares.items()))
+            print(
+                f"{normalization}: relative style distance {min(styles):.3f} .. {max(styles):.3f}, "
+                f"max/min {max(styles) / min(styles):.2f}, spread (stdev/mean) {spread:.2f}"
+            )
+            mean_shares = {
+                layer: statistics.mean(entry[normalization]["shares"][layer] for entry in paintings.values())
+                for layer in LAYERS
+            }
+            print(
+                "  mean per-layer share of the final style term: "
+                + ", ".join(f"{k} {v:.1%}" for k, v in mean_shares.items())
+            )
     for beta, entry in sweep.items():
-        print(f"beta={beta}: relative style {entry['style']:.3f}, relative content {entry['content']:.3f}, "
-              f"pixel RMS change {entry['pixel_rms_change']:.3f}")
+        print(
+            f"beta={beta}: relative style {entry['style']:.3f}, relative content {entry['content']:.3f}, "
+            f"pixel RMS change {entry['pixel_rms_change']:.3f}"
+        )
 
 
 def main() -> None:
@@ -237,10 +280,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     paintings = measure_paintings(args.size, args.steps) if "paintings" in wanted else {}
     sweep = measure_sweep(args.size, args.steps) if "beta" in wanted else {}
-    (RUNS / "measurements.json").write_text(json.dumps({"size": args.size, "steps": args.steps, "paintings": paintings,
-                                                        "beta": sweep}, indent=2))
+    (RUNS / "measurements.json").write_text(
+        json.dumps({"size": args.size, "steps": args.steps, "paintings": paintings, "beta": sweep}, indent=2)
+    )
     for path in ([paintings_figure(paintings, out, args.height)] if paintings else []) + (
-            [sweep_figure(sweep, out, args.height)] if sweep else []):
+        [sweep_figure(sweep, out, args.height)] if sweep else []
+    ):
         print(f"{path} ({path.stat().st_size // 1024} KB)", flush=True)
     summary(paintings, sweep)
 

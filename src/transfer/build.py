@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -37,8 +38,13 @@ log = logging.getLogger(__name__)
 def warn_if_enlarged(role: str, original: tuple[int, int], target: tuple[int, int]) -> None:
     """An image blown up more than twice has little detail for the result to keep: say so."""
     if max(target) > 2 * max(original):
-        log.warning("the %s image is %dx%d px and is enlarged to %dx%d px: expect a blurry result "
-                    "(use a larger image, or a smaller size=)", role, *original, *target)
+        log.warning(
+            "the %s image is %dx%d px and is enlarged to %dx%d px: expect a blurry result "
+            "(use a larger image, or a smaller size=)",
+            role,
+            *original,
+            *target,
+        )
 
 
 def build_module(
@@ -71,8 +77,18 @@ def build_module(
         check_large_enough(style_height, style_width, list(cfg.layers.style), "style")
     history = int(cfg.optimizer.get("history_size", 0))
     compute_dtype = resolve_compute_dtype(cfg.device.compute_dtype, target_device(cfg.device.accelerator))
-    plan = plan_run(height, width, layers, list(cfg.layers.content), history, cfg.device.accelerator, size,
-                    compute_dtype, cfg.get("tile_size"), list(dict.fromkeys(style_sizes)))
+    plan = plan_run(
+        height,
+        width,
+        layers,
+        list(cfg.layers.content),
+        history,
+        cfg.device.accelerator,
+        size,
+        compute_dtype,
+        cfg.get("tile_size"),
+        list(dict.fromkeys(style_sizes)),
+    )
     content = to_tensor(resize(inputs.content, (width, height)))
     styles = [to_tensor(resize(style.image, dims)) for style, dims in zip(inputs.styles, style_sizes)]
     styles = prepare_styles(cfg, styles, content)
@@ -83,8 +99,12 @@ def build_module(
         backbone = backbone_from_config(cfg.backbone, layers, compute_dtype)
     blend = None
     if len(styles) > 1 or any(style.mask is not None for style in inputs.styles):
-        blend = [Style(image, style.weight, None if style.mask is None else mask_tensor(style.mask, height, width), style.name)
-                 for image, style in zip(styles, inputs.styles)]
+        blend = [
+            Style(
+                image, style.weight, None if style.mask is None else mask_tensor(style.mask, height, width), style.name
+            )
+            for image, style in zip(styles, inputs.styles)
+        ]
     optimizer = instantiate(cfg.optimizer)
     if plan.history_size != history:
         log.info("L-BFGS history of %d pairs (not %d): what fits in memory at %d px", plan.history_size, history, size)

@@ -87,8 +87,10 @@ class LossHistory(pl.Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """A resumed run: the steps before the checkpoint, for loss.png and the CSV file."""
-        self.history = {key: [(int(step), float(value)) for step, value in points]
-                        for key, points in state.get("history", {}).items()}
+        self.history = {
+            key: [(int(step), float(value)) for step, value in points]
+            for key, points in state.get("history", {}).items()
+        }
         self.restored = True
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
@@ -157,13 +159,16 @@ def plot_title(cfg: DictConfig) -> str:
         return pretty_value(str(float(value)))
 
     optimizer = str(cfg.optimizer.get("_target_", "?")).rsplit(".", 1)[-1]
-    return (f"{stem(cfg.content.get('path'))} in the style of {stem(cfg.style.get('path'))}: "
-            f"alpha={number(cfg.alpha)} beta={number(cfg.beta)} tv_weight={number(cfg.tv_weight)}, "
-            f"{optimizer}, size {cfg.size}, init {cfg.init.kind}")
+    return (
+        f"{stem(cfg.content.get('path'))} in the style of {stem(cfg.style.get('path'))}: "
+        f"alpha={number(cfg.alpha)} beta={number(cfg.beta)} tv_weight={number(cfg.tv_weight)}, "
+        f"{optimizer}, size {cfg.size}, init {cfg.init.kind}"
+    )
 
 
-def write_run_pictures(trainer: pl.Trainer, module: pl.LightningModule, output_dir: Path,
-                       final: dict[str, float] | None) -> None:
+def write_run_pictures(
+    trainer: pl.Trainer, module: pl.LightningModule, output_dir: Path, final: dict[str, float] | None
+) -> None:
     """loss.png always; progress.gif when there are snapshots. Never fails the run."""
     history_callback = find_callback(trainer, LossHistory)
     record = find_callback(trainer, RunRecord)
@@ -185,7 +190,9 @@ def write_run_pictures(trainer: pl.Trainer, module: pl.LightningModule, output_d
             frames: list[tuple[int, Any]] = list(snapshots.frames)
             if frames[-1][0] != step:
                 frames.append((step, to_pil(module.image)))
-            write_progress_gif(frames, output_dir / PROGRESS_GIF, total_steps=trainer.max_steps if final is None else step)
+            write_progress_gif(
+                frames, output_dir / PROGRESS_GIF, total_steps=trainer.max_steps if final is None else step
+            )
     except Exception as error:
         log.warning("could not write %s: %s", PROGRESS_GIF, error)
 
@@ -230,8 +237,11 @@ def log_final(trainer: pl.Trainer, module: pl.LightningModule, metrics: dict[str
     write_run_pictures(trainer, module, output_dir, final=final_terms)
     step = trainer.global_step
     image = to_pil(module.image)
-    summary = {key: value for key, value in flatten(metrics).items()
-               if not (isinstance(value, float) and not math.isfinite(value))}
+    summary = {
+        key: value
+        for key, value in flatten(metrics).items()
+        if not (isinstance(value, float) and not math.isfinite(value))
+    }
     record = find_callback(trainer, RunRecord)
     for logger in trainer.loggers:
         if not isinstance(logger, CSVLogger):  # csv/metrics.csv stays one row per step; metrics.json has these

@@ -50,8 +50,9 @@ PYRAMID_FILE = "pyramid.json"
 LEVELS_DIR = "levels"  # each finished coarse level's result, to continue from
 
 
-def coarse_to_fine(cfg: DictConfig, plan: list[tuple[int, int]], output_dir: Path,
-                   resume_from: Path | None) -> tuple[StyleTransfer, list[dict[str, Any]]]:
+def coarse_to_fine(
+    cfg: DictConfig, plan: list[tuple[int, int]], output_dir: Path, resume_from: Path | None
+) -> tuple[StyleTransfer, list[dict[str, Any]]]:
     """Run every level but the finest, each from the previous one's result upsampled, and
     return the finest level's module (started from the last result) and what each level did.
 
@@ -75,20 +76,29 @@ def coarse_to_fine(cfg: DictConfig, plan: list[tuple[int, int]], output_dir: Pat
             if result_file.is_file() and index < len(finished):
                 image = torch.load(result_file, weights_only=True)
                 levels.append(finished[index])
-                log.info("pyramid level %d of %d (%d px): finished before, continuing from it",
-                         index + 1, len(plan), size)
+                log.info(
+                    "pyramid level %d of %d (%d px): finished before, continuing from it", index + 1, len(plan), size
+                )
                 continue
             module = build_module(cfg, size=size, coarse=image, inputs=inputs, backbone=backbone)
             backbone = module.backbone
-            image, record = run_level(cfg, module, steps, output_dir, f"pyramid level {index + 1} of {len(plan)} ({size} px)",
-                                      label=f"level {index + 1}/{len(plan)}")
+            image, record = run_level(
+                cfg,
+                module,
+                steps,
+                output_dir,
+                f"pyramid level {index + 1} of {len(plan)} ({size} px)",
+                label=f"level {index + 1}/{len(plan)}",
+            )
             levels.append(record)
             result_file.parent.mkdir(exist_ok=True)
             with atomic_path(result_file) as temporary:
                 torch.save(image, temporary)
             saved.write_text(json.dumps(levels, indent=2))
-            log.info("about %s left (from this level's seconds per pixel-step)",
-                     time_left(record, plan[index + 1:], time.perf_counter() - started))
+            log.info(
+                "about %s left (from this level's seconds per pixel-step)",
+                time_left(record, plan[index + 1 :], time.perf_counter() - started),
+            )
         saved.write_text(json.dumps(levels, indent=2))
     # On a resume no level ran: build_module loads the backbone (with the configured dtype).
     return build_module(cfg, coarse=image, inputs=inputs, backbone=backbone), levels
@@ -103,17 +113,22 @@ def time_left(record: dict[str, Any], remaining: list[tuple[int, int]], elapsed:
     return f"{seconds / 60:.1f} min ({elapsed / 60:.1f} min so far)"
 
 
-def run_level(cfg: DictConfig, module: StyleTransfer, steps: int, output_dir: Path, name: str,
-              label: str = "") -> tuple[torch.Tensor, dict[str, Any]]:
+def run_level(
+    cfg: DictConfig, module: StyleTransfer, steps: int, output_dir: Path, name: str, label: str = ""
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """One coarse level: optimise `steps` steps without loggers or checkpoints; return its result."""
     stop = StopOnSignal()
-    trainer = pl.Trainer(**trainer_settings(cfg, steps, output_dir), logger=False, callbacks=[stop, *loss_callbacks(label)])
+    trainer = pl.Trainer(
+        **trainer_settings(cfg, steps, output_dir), logger=False, callbacks=[stop, *loss_callbacks(label)]
+    )
     started = time.perf_counter()
     try:
         fit(trainer, module, steps)
     except FloatingPointError as error:
         keep_last_good(module, trainer, output_dir, time.perf_counter() - started, f"{name}: {error}")
-        raise RunStopped(f"{name}: {error}: saved {output_dir / 'last_good.png'} and metrics.json", exit_code=3) from error
+        raise RunStopped(
+            f"{name}: {error}: saved {output_dir / 'last_good.png'} and metrics.json", exit_code=3
+        ) from error
     seconds = time.perf_counter() - started
     result = module.output_image().detach().cpu().clone()
     if stop.received is not None:
@@ -125,9 +140,20 @@ def run_level(cfg: DictConfig, module: StyleTransfer, steps: int, output_dir: Pa
         )
     final = module.evaluate_image(result)
     height, width = result.shape[-2:]
-    log.info("%s: %d steps in %.1f s, loss %.4g -> %.4g", name, trainer.global_step, seconds,
-             module.initial_losses["loss/total"], final["loss/total"])
-    record = {"height": int(height), "width": int(width), "steps": int(trainer.global_step), "wall_seconds": seconds,
-              "initial": main_terms(module.initial_losses),
-              "final": main_terms(final)}
+    log.info(
+        "%s: %d steps in %.1f s, loss %.4g -> %.4g",
+        name,
+        trainer.global_step,
+        seconds,
+        module.initial_losses["loss/total"],
+        final["loss/total"],
+    )
+    record = {
+        "height": int(height),
+        "width": int(width),
+        "steps": int(trainer.global_step),
+        "wall_seconds": seconds,
+        "initial": main_terms(module.initial_losses),
+        "final": main_terms(final),
+    }
     return result, record

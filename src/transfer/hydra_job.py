@@ -29,9 +29,16 @@ class JobInfo:
     @property
     def name(self) -> str | None:
         """A run name made of the overrides that tell this job from the others."""
-        pieces = self.swept if self.multirun else [
-            o for o in self.overrides if split_override(o)[0].lstrip("+~") != "logger"
-            and not split_override(o)[0].lstrip("+~").startswith("logger.")]
+        pieces = (
+            self.swept
+            if self.multirun
+            else [
+                o
+                for o in self.overrides
+                if split_override(o)[0].lstrip("+~") != "logger"
+                and not split_override(o)[0].lstrip("+~").startswith("logger.")
+            ]
+        )
         if not pieces:
             return f"job {self.num}" if self.multirun else None
         return ",".join(pretty_override(p) for p in pieces)[:128]
@@ -68,8 +75,14 @@ def current_job() -> JobInfo:
         swept = [o for o in overrides if split_override(o)[0] in keys]
     num = hydra_cfg.job.get("num")
     output_dir = hydra_cfg.runtime.get("output_dir")
-    return JobInfo(multirun, int(num) if num is not None else None, Path(output_dir) if output_dir else None,
-                   sweep_dir, overrides, swept)
+    return JobInfo(
+        multirun,
+        int(num) if num is not None else None,
+        Path(output_dir) if output_dir else None,
+        sweep_dir,
+        overrides,
+        swept,
+    )
 
 
 def read_axes(sweep_dir: Path | None) -> list[tuple[str, list[str] | None]] | None:

@@ -34,7 +34,9 @@ def make_init_image(cfg: DictConfig, content: torch.Tensor, style: torch.Tensor)
         return torch.rand(content.shape, generator=generator)
     height, width = content.shape[-2:]
     if kind == "style":
-        return torch.nn.functional.interpolate(style, size=(height, width), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+        return torch.nn.functional.interpolate(
+            style, size=(height, width), mode="bicubic", align_corners=False, antialias=True
+        ).clamp(0, 1)
     return load_tensor(resolve_input_path(cfg.init.path), size=(width, height), role="init")
 
 
@@ -104,7 +106,9 @@ def load_inputs(cfg: DictConfig) -> Inputs:
 
 def style_long_side(cfg: DictConfig, size: int) -> int:
     """The style image's long side for an output of long side `size` (a pyramid level)."""
-    full = cfg.style_size or (cfg.size if cfg.get("style_scale", 1.0) == 1.0 else max(1, round(cfg.style_scale * cfg.size)))
+    full = cfg.style_size or (
+        cfg.size if cfg.get("style_scale", 1.0) == 1.0 else max(1, round(cfg.style_scale * cfg.size))
+    )
     return full if size == cfg.size else max(1, round(full * size / cfg.size))
 
 

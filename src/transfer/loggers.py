@@ -11,7 +11,8 @@ import logging
 import netrc
 import os
 import socket
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -24,8 +25,15 @@ log = logging.getLogger(__name__)
 DEFAULT_WANDB_HOST = "https://api.wandb.ai"
 
 
-def wandb_logger(save_dir: str, project: str, name: str | None = None, group: str | None = None,
-                 tags: Sequence[str] | None = None, mode: str | None = None, **kwargs: Any) -> WandbLogger:
+def wandb_logger(
+    save_dir: str,
+    project: str,
+    name: str | None = None,
+    group: str | None = None,
+    tags: Sequence[str] | None = None,
+    mode: str | None = None,
+    **kwargs: Any,
+) -> WandbLogger:
     """A W&B logger that never prompts and never waits on a network that is not there.
 
     Online when a login is configured (WANDB_API_KEY or `wandb login`) and the server answers;
@@ -42,11 +50,17 @@ def wandb_logger(save_dir: str, project: str, name: str | None = None, group: st
     job = current_job()
     mode = mode or os.environ.get("WANDB_MODE") or choose_mode()
     if mode == "offline":
-        log.info("W&B: logging offline into %s/wandb; upload later with `wandb sync %s/wandb/offline-run-*`",
-                 save_dir, save_dir)
+        log.info(
+            "W&B: logging offline into %s/wandb; upload later with `wandb sync %s/wandb/offline-run-*`",
+            save_dir,
+            save_dir,
+        )
     logger = WandbLogger(
-        save_dir=save_dir, project=project, mode=mode,
-        name=name or job.name, group=group or job.group,
+        save_dir=save_dir,
+        project=project,
+        mode=mode,
+        name=name or job.name,
+        group=group or job.group,
         tags=list(tags) if tags else None,
         job_type=kwargs.pop("job_type", None) or ("sweep-job" if job.multirun else "run"),
         **kwargs,
@@ -129,10 +143,15 @@ def log_summary(logger: Logger, summary: Mapping[str, Any], config: Mapping[str,
         if config:
             from torch.utils.tensorboard.summary import hparams
 
-            params = {key: value if isinstance(value, (int, float, str, bool)) else str(value)
-                      for key, value in flatten(config).items()}
-            metrics = {key: value for key, value in summary.items()
-                       if key.startswith("final/") and isinstance(value, (int, float))}
+            params = {
+                key: value if isinstance(value, (int, float, str, bool)) else str(value)
+                for key, value in flatten(config).items()
+            }
+            metrics = {
+                key: value
+                for key, value in summary.items()
+                if key.startswith("final/") and isinstance(value, (int, float))
+            }
             writer = logger.experiment._get_file_writer()
             for event in hparams(params, metrics):
                 writer.add_summary(event)

@@ -28,7 +28,9 @@ def check_large_enough(height: int, width: int, layers: list[str], role: str) ->
         )
 
 
-def activation_bytes(height: int, width: int, last_layer: str, only: list[str] | None = None, bytes_per_value: int = BYTES_PER_FLOAT) -> int:
+def activation_bytes(
+    height: int, width: int, last_layer: str, only: list[str] | None = None, bytes_per_value: int = BYTES_PER_FLOAT
+) -> int:
     """Bytes of the layer outputs up to `last_layer` (or only those named) for one image."""
     total, h, w, channels = 0, height, width, 3
     for name in LAYER_NAMES[: LAYER_NAMES.index(last_layer) + 1]:
@@ -41,7 +43,9 @@ def activation_bytes(height: int, width: int, last_layer: str, only: list[str] |
     return total
 
 
-def estimated_peak_bytes(height: int, width: int, layers: list[str], history_size: int, compute_dtype: str = "float32") -> int:
+def estimated_peak_bytes(
+    height: int, width: int, layers: list[str], history_size: int, compute_dtype: str = "float32"
+) -> int:
     image = 3 * height * width * BYTES_PER_FLOAT
     optimiser = (2 * history_size + 4) * image  # L-BFGS keeps s and y vectors; Adam ~ 4 images
     last = deepest_layer(layers)
@@ -53,7 +57,15 @@ def estimated_peak_bytes(height: int, width: int, layers: list[str], history_siz
     return int(BASE_BYTES + activations + optimiser)
 
 
-def check_fits(height: int, width: int, layers: list[str], history_size: int, accelerator: str, size: int, compute_dtype: str = "float32") -> None:
+def check_fits(
+    height: int,
+    width: int,
+    layers: list[str],
+    history_size: int,
+    accelerator: str,
+    size: int,
+    compute_dtype: str = "float32",
+) -> None:
     needed = estimated_peak_bytes(height, width, layers, history_size, compute_dtype)
     have, what = available_bytes(accelerator)
     if needed > have:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -87,8 +87,13 @@ class StyleTransfer(pl.LightningModule):
         self.alpha, self.beta, self.tv_weight = float(alpha), float(beta), float(tv_weight)
         # Plain values only: checkpoints must not hold configs or partials.
         self.save_hyperparameters(
-            {"content_layers": self.content_layers, "style_layers": self.style_layers,
-             "alpha": self.alpha, "beta": self.beta, "tv_weight": self.tv_weight}
+            {
+                "content_layers": self.content_layers,
+                "style_layers": self.style_layers,
+                "alpha": self.alpha,
+                "beta": self.beta,
+                "tv_weight": self.tv_weight,
+            }
         )
         self.style_loss_kind = style_loss
         self.color = color
@@ -131,11 +136,18 @@ class StyleTransfer(pl.LightningModule):
         # Checkpoints hold the image and optimiser state, not the frozen backbone.
         self.strict_loading = False
 
-    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> "StyleTransfer":
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> StyleTransfer:
         # Lightning moves the module to the GPU for a fit and back to the CPU at its end. The
         # targets are nested plain attributes, not buffers: move them with it.
         super()._apply(fn, recurse)
-        for name in ("content_targets", "style_target_sets", "layer_masks", "style_masks", "last_good_image", "step_terms"):
+        for name in (
+            "content_targets",
+            "style_target_sets",
+            "layer_masks",
+            "style_masks",
+            "last_good_image",
+            "step_terms",
+        ):
             setattr(self, name, map_tensors(fn, getattr(self, name)))
         if self.style_target_sets:
             self.style_targets = {name: target["gram"] for name, target in self.style_target_sets[0].items()}
@@ -160,21 +172,29 @@ class StyleTransfer(pl.LightningModule):
         """Content activations and style statistics (Gram matrices...), computed once, without grad."""
         masked = any(mask is not None for mask in self.style_masks)
         # With masks, the style layers' sizes are needed too (to resize the masks).
-        content = self.backbone(self.view(self.content_image), self.used_layers if masked else list(self.content_layers))
+        content = self.backbone(
+            self.view(self.content_image), self.used_layers if masked else list(self.content_layers)
+        )
         self.content_targets = {name: content[name].detach() for name in self.content_layers}
-        self.content_norms = {name: content_norm(self.normalization, target) for name, target in self.content_targets.items()}
+        self.content_norms = {
+            name: content_norm(self.normalization, target) for name, target in self.content_targets.items()
+        }
         self.tv_norm = tv_norm(self.normalization, self.view(self.content_image))
         self.style_target_sets, self.layer_masks, self.style_norm_sets = [], [], []
         for image, mask in zip(self.style_images, self.style_masks):
             style = self.backbone(self.view(image), list(self.style_layers))
             targets = {name: style_target(self.style_loss_kind, style[name]) for name in self.style_layers}
             self.style_target_sets.append(targets)
-            self.style_norm_sets.append({name: style_norm(self.normalization, target) for name, target in targets.items()})
+            self.style_norm_sets.append(
+                {name: style_norm(self.normalization, target) for name, target in targets.items()}
+            )
             if mask is None:
                 self.layer_masks.append(None)
             else:
                 mask = mask.to(self.content_image.device)
-                self.layer_masks.append({name: layer_mask(mask, *content[name].shape[-2:]) for name in self.style_layers})
+                self.layer_masks.append(
+                    {name: layer_mask(mask, *content[name].shape[-2:]) for name in self.style_layers}
+                )
         self.style_targets = {name: target["gram"] for name, target in self.style_target_sets[0].items()}
 
     def losses(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -185,15 +205,22 @@ class StyleTransfer(pl.LightningModule):
         features = self.backbone(self.view(image), self.used_layers, upcast=False)
         content = {n: content_loss(features[n].float(), self.content_targets[n]) for n in self.content_layers}
         style = {
-            name: [style_distance(self.style_loss_kind, features[name], self.style_target_sets[index][name],
-                                  None if self.layer_masks[index] is None else self.layer_masks[index][name])
-                   for index in range(len(self.style_weights))]
+            name: [
+                style_distance(
+                    self.style_loss_kind,
+                    features[name],
+                    self.style_target_sets[index][name],
+                    None if self.layer_masks[index] is None else self.layer_masks[index][name],
+                )
+                for index in range(len(self.style_weights))
+            ]
             for name in self.style_layers
         }
         return self.combine(content, style, tv_loss(image) if self.tv_weight else None)
 
-    def combine(self, content: Mapping[str, torch.Tensor], style: Mapping[str, Sequence[torch.Tensor]],
-                tv: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def combine(
+        self, content: Mapping[str, torch.Tensor], style: Mapping[str, Sequence[torch.Tensor]], tv: torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
         """The weighted terms from each layer's distances: `content[layer]`, `style[layer][style
         index]` and the TV loss (None: tv_weight is 0). Shared by whole-image and tiled
         evaluation (src/nst/tiling.py), which computes the same distances tile by tile."""
@@ -287,7 +314,10 @@ class StyleTransfer(pl.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("backbone.")}
         checkpoint["style_transfer"] = {"loss_scale": self.loss_scale, "initial_losses": self.initial_losses}
         if self.ema:
-            checkpoint["style_transfer"]["ema"] = {"image": self.ema_image.detach().cpu().clone(), "weight": self.ema_weight}
+            checkpoint["style_transfer"]["ema"] = {
+                "image": self.ema_image.detach().cpu().clone(),
+                "weight": self.ema_weight,
+            }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint["style_transfer"]

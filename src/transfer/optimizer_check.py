@@ -41,8 +41,9 @@ def fraction_below_one(value: Any) -> bool:
 
 
 def betas(value: Any) -> bool:
-    return (isinstance(value, (list, tuple, ListConfig)) and len(value) == 2
-            and all(fraction_below_one(v) for v in value))
+    return (
+        isinstance(value, (list, tuple, ListConfig)) and len(value) == 2 and all(fraction_below_one(v) for v in value)
+    )
 
 
 # key -> (check, what is allowed); shared by the optimizers that take the key
@@ -73,8 +74,11 @@ def optimizer_options(target: str) -> list[str]:
     except Exception:
         raise UserError(f"optimizer._target_={target}: no such optimizer class") from None
     signature = inspect.signature(cls.__init__)
-    return [name for name, p in signature.parameters.items()
-            if name not in ("self", "params") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return [
+        name
+        for name, p in signature.parameters.items()
+        if name not in ("self", "params") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
 
 
 def check_optimizer(cfg: DictConfig) -> None:

@@ -37,8 +37,11 @@ def compact_terms(latest: dict[str, float]) -> str:
     """`loss 8.4e8 (c 5.9e7 s 7.9e8)`: the total and its non-zero terms."""
     if "loss/total" not in latest:
         return ""
-    parts = [f"{short} {short_number(latest[f'loss/{key}'])}" for key, short in TERMS
-             if latest.get(f"loss/{key}", 0.0) != 0.0]
+    parts = [
+        f"{short} {short_number(latest[f'loss/{key}'])}"
+        for key, short in TERMS
+        if latest.get(f"loss/{key}", 0.0) != 0.0
+    ]
     inner = f" ({' '.join(parts)})" if parts else ""
     return f"loss {short_number(latest['loss/total'])}{inner}"
 
@@ -58,9 +61,18 @@ class StepProgressBar(TQDMProgressBar):
 
     def init_train_tqdm(self, total: int | None = None, initial: int = 0) -> tqdm:
         # `initial`: a resumed run starts where it stopped, and the time left is of what is left
-        return tqdm(desc=f"{self.label} · " if self.label else "", total=total, initial=initial, ncols=self.columns(),
-                    file=sys.stdout, bar_format=BAR_FORMAT, disable=self.is_disabled, leave=True, smoothing=0.3,
-                    dynamic_ncols=False)
+        return tqdm(
+            desc=f"{self.label} · " if self.label else "",
+            total=total,
+            initial=initial,
+            ncols=self.columns(),
+            file=sys.stdout,
+            bar_format=BAR_FORMAT,
+            disable=self.is_disabled,
+            leave=True,
+            smoothing=0.3,
+            dynamic_ncols=False,
+        )
 
     def on_train_start(self, trainer: pl.Trainer, *_: Any) -> None:
         self.train_progress_bar = self.init_train_tqdm(trainer.max_steps, trainer.global_step)

@@ -61,8 +61,10 @@ def resumed_run(command: DictConfig | str, overrides: list[str] | None = None) -
         else:
             refused.append(override)
     if refused:
-        raise UserError(f"resume={run_dir}: {' '.join(refused)} would change the run; a resumed run keeps its "
-                        f"settings except {', '.join(APPLIED_ON_RESUME)} (start a new run for the others)")
+        raise UserError(
+            f"resume={run_dir}: {' '.join(refused)} would change the run; a resumed run keeps its "
+            f"settings except {', '.join(APPLIED_ON_RESUME)} (start a new run for the others)"
+        )
     cfg.resume = None
     check_steps_left(cfg, folder, run_dir)
     OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")  # a later resume continues with these settings
@@ -76,5 +78,6 @@ def check_steps_left(cfg: DictConfig, folder: Path, run_dir: str) -> None:
         return
     done = int(json.loads(metrics_file.read_text()).get("steps", 0))
     if cfg.steps <= done:
-        raise UserError(f"resume={run_dir}: the run finished its {done} steps; give steps=N with N > {done} "
-                        "to continue it for more")
+        raise UserError(
+            f"resume={run_dir}: the run finished its {done} steps; give steps=N with N > {done} to continue it for more"
+        )

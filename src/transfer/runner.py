@@ -66,8 +66,12 @@ def export_result(image: torch.Tensor, output: str) -> Path:
     return path
 
 
-def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: list[pl.Callback] | None = None,
-            resuming: bool = False) -> dict[str, Any]:
+def stylize(
+    cfg: DictConfig,
+    output_dir: str | os.PathLike,
+    extra_callbacks: list[pl.Callback] | None = None,
+    resuming: bool = False,
+) -> dict[str, Any]:
     """Run one style transfer described by `cfg`, writing its results into `output_dir`.
 
     If `output_dir` holds a checkpoint of an unfinished run (a resume, or a requeued cluster
@@ -77,8 +81,15 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
     output_dir = Path(output_dir)
     resume_from = check_output_dir(output_dir, cfg.steps, resuming)
     output_dir.mkdir(parents=True, exist_ok=True)
-    log.info("%s: %s in the style of %s, %d px, %d steps", "continuing" if resume_from else "starting",
-             cfg.content.path, cfg.style.path, cfg.size, cfg.steps, extra=FILE_ONLY)
+    log.info(
+        "%s: %s in the style of %s, %d px, %d steps",
+        "continuing" if resume_from else "starting",
+        cfg.content.path,
+        cfg.style.path,
+        cfg.size,
+        cfg.steps,
+        extra=FILE_ONLY,
+    )
 
     plan = pyramid_plan(cfg)
     if plan[-1][1] != cfg.steps:  # pyramid=auto: `steps` are the coarsest level's
@@ -92,8 +103,13 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
     stop = StopOnSignal()
     clock = RunClock()  # the run's seconds, across interruptions and resumes
     label = f"level {len(plan)}/{len(plan)}" if len(plan) > 1 else ""
-    callbacks = [*run_callbacks(cfg, output_dir, label), Checkpointer(cfg.checkpoint_every, output_dir), stop, clock,
-                 *(extra_callbacks or [])]
+    callbacks = [
+        *run_callbacks(cfg, output_dir, label),
+        Checkpointer(cfg.checkpoint_every, output_dir),
+        stop,
+        clock,
+        *(extra_callbacks or []),
+    ]
     trainer = make_trainer(cfg, output_dir, callbacks)
     if resume_from:
         log.info("continuing %s from %s", output_dir, resume_from)
@@ -108,7 +124,9 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
         if stop.received is not None:
             save_checkpoint(trainer, output_dir)
             save_image(module.image, output_dir / "interrupted.png")
-            metrics = collect_metrics(module, module.evaluate(), trainer.global_step, wall_seconds, status="interrupted")
+            metrics = collect_metrics(
+                module, module.evaluate(), trainer.global_step, wall_seconds, status="interrupted"
+            )
             write_metrics(output_dir, metrics)
             raise Interrupted(
                 f"stopped by {stop.signal_name} after step {trainer.global_step} of {cfg.steps}; saved "
@@ -131,8 +149,10 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
         if cfg.checkpoint_every > 0:
             save_checkpoint(trainer, output_dir)  # so that `resume=DIR steps=N` can continue the finished run
         extra = f" and {metrics['output']}" if "output" in metrics else ""
-        metrics["result_line"] = (f"result: {output_dir / 'final.png'}{extra} ({metrics['steps']} steps, "
-                                  f"{metrics['wall_seconds']:.0f} s; loss.png, metrics.json, run.log in {output_dir})")
+        metrics["result_line"] = (
+            f"result: {output_dir / 'final.png'}{extra} ({metrics['steps']} steps, "
+            f"{metrics['wall_seconds']:.0f} s; loss.png, metrics.json, run.log in {output_dir})"
+        )
         log.info("%s", metrics["result_line"], extra=FILE_ONLY)  # the command prints it
         succeeded = True
     finally:
@@ -141,5 +161,3 @@ def stylize(cfg: DictConfig, output_dir: str | os.PathLike, extra_callbacks: lis
 
 
 # -- coarse to fine (pyramid=factor2 | sqrt2; src/nst/pyramid.py) -------------------------------
-
-

@@ -8,7 +8,7 @@ express (ranges, layer names, choices) are in src/transfer/runner.py:validate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -25,15 +25,15 @@ class BlendStyleConfig:
 
     path: str = MISSING  # an image file, or the name of a style preset (shipwreck)
     weight: float = 1.0
-    mask: Optional[str] = None  # an image file (white: this style) or top|bottom|left|right[:fraction]
+    mask: str | None = None  # an image file (white: this style) or top|bottom|left|right[:fraction]
 
 
 @dataclass
 class StyleConfig:
     path: str = MISSING
     weight: float = 1.0  # this style's share of beta when others are blended in (weights are normalised)
-    mask: Optional[str] = None  # restrict this style to a region of the content (docs/controls.md)
-    blend: List[BlendStyleConfig] = field(default_factory=list)  # more styles, each with its own targets
+    mask: str | None = None  # restrict this style to a region of the content (docs/controls.md)
+    blend: list[BlendStyleConfig] = field(default_factory=list)  # more styles, each with its own targets
 
 
 @dataclass
@@ -45,21 +45,21 @@ class PyramidConfig:
 
 @dataclass
 class LayersConfig:
-    content: Dict[str, float] = field(default_factory=dict)
-    style: Dict[str, float] = field(default_factory=dict)
+    content: dict[str, float] = field(default_factory=dict)
+    style: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class InitConfig:
     kind: str = "content"  # noise | content | style | image
-    path: Optional[str] = None
+    path: str | None = None
 
 
 @dataclass
 class BackboneConfig:
     weights: str = "caffe"  # caffe | torchvision
     pooling: str = "max"  # max | avg
-    weights_path: Optional[str] = None
+    weights_path: str | None = None
     channels_last: bool = True  # the faster memory layout for convolutions (same values)
 
 
@@ -85,20 +85,20 @@ class StyleTransferConfig:
     beta: float = 1.0e4
     tv_weight: float = 0.0
     size: int = 512
-    style_size: Optional[int] = None
+    style_size: int | None = None
     style_scale: float = 1.0  # style long side = style_scale * size (when style_size is null)
     style_loss: str = "gram"  # gram | mean_cov | histogram
     normalization: str = "relative"  # relative (each term over its target's magnitude) | gatys (raw terms)
     color: str = "none"  # none | luminance | match
-    export: List[str] = field(default_factory=list)  # also write png16 and/or tiff16 (16-bit, sRGB profile)
-    tile_size: Optional[int] = None  # null: tiles only when the run does not fit whole; 0: never; N: tiles of N px
+    export: list[str] = field(default_factory=list)  # also write png16 and/or tiff16 (16-bit, sRGB profile)
+    tile_size: int | None = None  # null: tiles only when the run does not fit whole; 0: never; N: tiles of N px
     ema: float = 0.0  # output a moving average of the image with this decay (0: off)
     steps: int = 150
     seed: int = 0
     snapshot_every: int = 0
     checkpoint_every: int = 50
-    output: Optional[str] = None  # also write the result to this file (.png, .jpg/.jpeg, .tif/.tiff)
-    resume: Optional[str] = None
+    output: str | None = None  # also write the result to this file (.png, .jpg/.jpeg, .tif/.tiff)
+    resume: str | None = None
 
 
 def register_schema() -> None:

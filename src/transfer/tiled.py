@@ -83,19 +83,35 @@ def crop_side(length: int, tile_size: int, layers: list[str]) -> int:
     return min(length, tile_size + deepest.size + deepest.stride)
 
 
-def tiled_peak_bytes(height: int, width: int, layers: list[str], content_layers: list[str], history_size: int,
-                     compute_dtype: str, tile_size: int) -> int:
+def tiled_peak_bytes(
+    height: int,
+    width: int,
+    layers: list[str],
+    content_layers: list[str],
+    history_size: int,
+    compute_dtype: str,
+    tile_size: int,
+) -> int:
     """The peak of a tiled run: one crop's activations, the content targets at the whole
     image's size, and the image-sized buffers (the optimiser's history among them)."""
     image = 3 * height * width * BYTES_PER_FLOAT
-    crop = activation_peak_bytes(crop_side(height, tile_size, layers), crop_side(width, tile_size, layers), layers,
-                                 compute_dtype)
+    crop = activation_peak_bytes(
+        crop_side(height, tile_size, layers), crop_side(width, tile_size, layers), layers, compute_dtype
+    )
     content = activation_bytes(height, width, deepest_layer(content_layers), only=content_layers)
     return int(BASE_BYTES + crop + content + (2 * history_size + 4 + TILED_IMAGE_BUFFERS) * image)
 
 
-def plan_memory(height: int, width: int, layers: list[str], content_layers: list[str], history_size: int,
-                compute_dtype: str, have: int, tile_size: int | None = None) -> MemoryPlan | None:
+def plan_memory(
+    height: int,
+    width: int,
+    layers: list[str],
+    content_layers: list[str],
+    history_size: int,
+    compute_dtype: str,
+    have: int,
+    tile_size: int | None = None,
+) -> MemoryPlan | None:
     """Untiled when the run fits with its history; else the largest tile, then the largest
     history, that fits. `tile_size` None: choose; 0: never tile; N: tiles of N px. None: nothing fits."""
     histories = [history_size, *(h for h in HISTORY_SIZES if h < history_size)] if history_size else [0]
@@ -118,12 +134,23 @@ def plan_memory(height: int, width: int, layers: list[str], content_layers: list
     return None
 
 
-def largest_fitting_size(aspect: float, layers: list[str], content_layers: list[str], history_size: int,
-                         compute_dtype: str, have: int, tile_size: int | None) -> int | None:
+def largest_fitting_size(
+    aspect: float,
+    layers: list[str],
+    content_layers: list[str],
+    history_size: int,
+    compute_dtype: str,
+    have: int,
+    tile_size: int | None,
+) -> int | None:
     """The largest long side (same aspect, height / width) for which `plan_memory` finds a plan."""
+
     def fits(long_side: int) -> bool:
-        width, height = (long_side, max(1, round(long_side * aspect))) if aspect <= 1 else \
-            (max(1, round(long_side / aspect)), long_side)
+        width, height = (
+            (long_side, max(1, round(long_side * aspect)))
+            if aspect <= 1
+            else (max(1, round(long_side / aspect)), long_side)
+        )
         plan = plan_memory(height, width, layers, content_layers, history_size, compute_dtype, have, tile_size)
         return plan is not None
 
@@ -136,9 +163,18 @@ def largest_fitting_size(aspect: float, layers: list[str], content_layers: list[
     return low
 
 
-def plan_run(height: int, width: int, layers: list[str], content_layers: list[str], history_size: int,
-             accelerator: str, size: int, compute_dtype: str, tile_size: int | None,
-             style_sizes: list[tuple[int, int]]) -> MemoryPlan:
+def plan_run(
+    height: int,
+    width: int,
+    layers: list[str],
+    content_layers: list[str],
+    history_size: int,
+    accelerator: str,
+    size: int,
+    compute_dtype: str,
+    tile_size: int | None,
+    style_sizes: list[tuple[int, int]],
+) -> MemoryPlan:
     """The memory plan of a run at `size` (its content `height` x `width`), or a one-line refusal
     that names the largest size that would fit. A style image too large to take whole makes
     the run tiled (its targets are then summed in tiles too)."""
@@ -152,11 +188,18 @@ def plan_run(height: int, width: int, layers: list[str], content_layers: list[st
     if plan is not None:
         return plan
     smallest = tile_size if tile_size else TILE_SIZES[-1]
-    needed = (estimated_peak_bytes(height, width, layers, history_size, compute_dtype) if tile_size == 0 else
-              tiled_peak_bytes(height, width, layers, content_layers, HISTORY_SIZES[-1] if history_size else 0,
-                               compute_dtype, smallest))
-    how = "untiled" if tile_size == 0 else f"in tiles of {smallest} px" + \
-        (f" with an L-BFGS history of {HISTORY_SIZES[-1]}" if history_size else "")
+    needed = (
+        estimated_peak_bytes(height, width, layers, history_size, compute_dtype)
+        if tile_size == 0
+        else tiled_peak_bytes(
+            height, width, layers, content_layers, HISTORY_SIZES[-1] if history_size else 0, compute_dtype, smallest
+        )
+    )
+    how = (
+        "untiled"
+        if tile_size == 0
+        else f"in tiles of {smallest} px" + (f" with an L-BFGS history of {HISTORY_SIZES[-1]}" if history_size else "")
+    )
     largest = largest_fitting_size(height / width, layers, content_layers, history_size, compute_dtype, have, tile_size)
     hint = f"size={largest} fits" if largest else "no size fits"
     raise UserError(

@@ -36,7 +36,9 @@ def trainer_settings(cfg: DictConfig, steps: int, output_dir: Path) -> dict[str,
 
 def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[pl.Callback]) -> pl.Trainer:
     logger = instantiate(cfg.logger, save_dir=str(output_dir)) if cfg.logger.get("_target_") else False
-    return pl.Trainer(**trainer_settings(cfg, cfg.steps, output_dir), logger=logger, callbacks=callbacks, log_every_n_steps=1)
+    return pl.Trainer(
+        **trainer_settings(cfg, cfg.steps, output_dir), logger=logger, callbacks=callbacks, log_every_n_steps=1
+    )
 
 
 def fit(trainer: pl.Trainer, module: StyleTransfer, steps: int, resume_from: Path | None = None) -> None:

@@ -48,8 +48,10 @@ def validate(cfg: DictConfig) -> None:
         raise UserError(f"backbone.weights={cfg.backbone.weights!r}: must be one of caffe, torchvision")
     target_device(cfg.device.accelerator)  # a known device, and a GPU only where there is one
     if str(cfg.device.precision) not in PRECISIONS:
-        raise UserError(f"device.precision={cfg.device.precision}: must be 32-true; for faster arithmetic use "
-                        "device.compute_dtype=bfloat16 (the backbone in bfloat16, the image and losses in float32)")
+        raise UserError(
+            f"device.precision={cfg.device.precision}: must be 32-true; for faster arithmetic use "
+            "device.compute_dtype=bfloat16 (the backbone in bfloat16, the image and losses in float32)"
+        )
     resolve_compute_dtype(cfg.device.compute_dtype, torch.device("cpu"))  # names the key if it is wrong
     for key in ("alpha", "beta", "tv_weight"):
         value = cfg[key]
@@ -81,8 +83,10 @@ def check_something_to_optimise(cfg: DictConfig) -> None:
     content = cfg.alpha * sum(cfg.layers.content.values())
     style = cfg.beta * sum(cfg.layers.style.values())
     if content == 0 and style == 0 and cfg.tv_weight == 0:
-        raise UserError(f"nothing to optimise: alpha={cfg.alpha} (x content layer weights), beta={cfg.beta} (x style "
-                        f"layer weights) and tv_weight={cfg.tv_weight} make the loss 0; give one of them a value > 0")
+        raise UserError(
+            f"nothing to optimise: alpha={cfg.alpha} (x content layer weights), beta={cfg.beta} (x style "
+            f"layer weights) and tv_weight={cfg.tv_weight} make the loss 0; give one of them a value > 0"
+        )
 
 
 def check_output_file(cfg: DictConfig) -> None:
@@ -120,7 +124,9 @@ def validate_controls(cfg: DictConfig) -> None:
     if scale != 1.0 and cfg.style_size is not None:
         raise UserError(f"style_scale={scale} and style_size={cfg.style_size}: set one of them, not both")
     if cfg.style_size is None and round(scale * cfg.size) < MIN_SIZE:
-        raise UserError(f"style_scale={scale}: the style image would be {round(scale * cfg.size)} px, less than {MIN_SIZE}")
+        raise UserError(
+            f"style_scale={scale}: the style image would be {round(scale * cfg.size)} px, less than {MIN_SIZE}"
+        )
     entries = style_entries(cfg)
     for key, path, weight, mask in entries:
         if not path:
@@ -129,18 +135,24 @@ def validate_controls(cfg: DictConfig) -> None:
             raise UserError(f"{key}.weight={weight}: must be a finite number >= 0")
         if mask is not None:
             if not str(mask).strip():
-                raise UserError(f"{key}.mask is empty: give an image file, or top, bottom, left, right (optionally :fraction)")
+                raise UserError(
+                    f"{key}.mask is empty: give an image file, or top, bottom, left, right (optionally :fraction)"
+                )
             check_shape(mask, f"{key}.mask")
             if not is_shape(mask):
                 problem = path_problem(resolve_input_path(mask))
                 if problem is not None:
-                    raise UserError(f"{key}.mask={mask}: neither a shape (top, bottom, left, right, optionally "
-                                    f"with :fraction, e.g. top:0.4) nor an image file ({problem})")
+                    raise UserError(
+                        f"{key}.mask={mask}: neither a shape (top, bottom, left, right, optionally "
+                        f"with :fraction, e.g. top:0.4) nor an image file ({problem})"
+                    )
     if sum(weight for _, _, weight, _ in entries) <= 0:
         raise UserError("style.weight and style.blend weights are all 0: at least one style needs a weight > 0")
     unknown = [kind for kind in cfg.get("export") or [] if kind not in EXPORT_FORMATS]
     if unknown:
-        raise UserError(f"export={list(cfg.export)}: unknown format(s) {unknown}; choose from {', '.join(EXPORT_FORMATS)}")
+        raise UserError(
+            f"export={list(cfg.export)}: unknown format(s) {unknown}; choose from {', '.join(EXPORT_FORMATS)}"
+        )
     tile_size = cfg.get("tile_size")
     if tile_size is not None and (not isinstance(tile_size, int) or tile_size < 0):
         raise UserError(f"tile_size={tile_size}: must be null (tiles when needed), 0 (never) or a number of pixels")
@@ -151,8 +163,12 @@ def validate_controls(cfg: DictConfig) -> None:
         raise UserError(f"pyramid.factor={pyramid.factor}: must be a number in (1, 4], e.g. 2 or 1.414")
     if pyramid.levels == "auto":
         return
-    check_steps(OmegaConf.to_object(pyramid.steps) if OmegaConf.is_config(pyramid.steps) else pyramid.steps, pyramid.levels)
+    check_steps(
+        OmegaConf.to_object(pyramid.steps) if OmegaConf.is_config(pyramid.steps) else pyramid.steps, pyramid.levels
+    )
     coarsest = level_sizes(cfg.size, pyramid.levels, pyramid.factor)[0]
     if coarsest < MIN_SIZE:
-        raise UserError(f"pyramid.levels={pyramid.levels} pyramid.factor={pyramid.factor}: the coarsest level would be "
-                        f"{coarsest} px, less than {MIN_SIZE}; use fewer levels or a larger size")
+        raise UserError(
+            f"pyramid.levels={pyramid.levels} pyramid.factor={pyramid.factor}: the coarsest level would be "
+            f"{coarsest} px, less than {MIN_SIZE}; use fewer levels or a larger size"
+        )

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -79,10 +79,22 @@ class ActivationMaximization(pl.LightningModule):
         optimizer: str = "sgd",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters({"layer": layer, "units": list(map(int, units)), "margin": margin, "jitter": jitter,
-                                   "blur_every": blur_every, "blur_sigma": blur_sigma, "tv_weight": tv_weight,
-                                   "decay": decay, "lr": lr, "noise": noise, "seed": seed,
-                                   "optimizer": optimizer})
+        self.save_hyperparameters(
+            {
+                "layer": layer,
+                "units": list(map(int, units)),
+                "margin": margin,
+                "jitter": jitter,
+                "blur_every": blur_every,
+                "blur_sigma": blur_sigma,
+                "tv_weight": tv_weight,
+                "decay": decay,
+                "lr": lr,
+                "noise": noise,
+                "seed": seed,
+                "optimizer": optimizer,
+            }
+        )
         if optimizer not in ("sgd", "adam"):
             raise UserError(f"maximize.optimizer={optimizer!r}: must be sgd or adam")
         self.optimizer_name = optimizer
@@ -95,8 +107,14 @@ class ActivationMaximization(pl.LightningModule):
         self.blur_every, self.blur_sigma = int(blur_every), float(blur_sigma) * self.rf.stride
         self.tv_weight, self.decay, self.lr = float(tv_weight), float(decay), float(lr)
         self.register_buffer("units", torch.tensor(list(units), dtype=torch.long), persistent=False)
-        self.register_buffer("scale", torch.tensor(list(scale) if scale is not None else [1.0] * len(units)).clamp_min(1e-6), persistent=False)
-        self.register_buffer("grey", torch.tensor(PAD_COLOUR, dtype=torch.float32).view(1, 3, 1, 1) / 255.0, persistent=False)
+        self.register_buffer(
+            "scale",
+            torch.tensor(list(scale) if scale is not None else [1.0] * len(units)).clamp_min(1e-6),
+            persistent=False,
+        )
+        self.register_buffer(
+            "grey", torch.tensor(PAD_COLOUR, dtype=torch.float32).view(1, 3, 1, 1) / 255.0, persistent=False
+        )
         generator = torch.Generator().manual_seed(int(seed))
         init = self.grey + noise * (torch.rand(len(units), 3, self.size, self.size, generator=generator) - 0.5)
         self.image = nn.Parameter(init.clamp(0, 1))
@@ -159,9 +177,9 @@ class ActivationMaximization(pl.LightningModule):
 
 @dataclass
 class MaximizeResult:
-    images: torch.Tensor        # (U, 3, S, S) whole optimised images
-    crops: torch.Tensor         # (U, 3, rf, rf) their receptive-field part
-    activations: list[float]    # the unit's activation on its image
+    images: torch.Tensor  # (U, 3, S, S) whole optimised images
+    crops: torch.Tensor  # (U, 3, rf, rf) their receptive-field part
+    activations: list[float]  # the unit's activation on its image
 
 
 def maximize_units(
@@ -177,9 +195,16 @@ def maximize_units(
     """Optimise one image per unit of `layer` with a Lightning Trainer; see ActivationMaximization."""
     module = ActivationMaximization(backbone, layer, units, scale=scale, **settings)
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=1, max_epochs=1, max_steps=steps, logger=False,
-        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
-        num_sanity_val_steps=0, log_every_n_steps=max(1, steps),
+        accelerator=accelerator,
+        devices=1,
+        max_epochs=1,
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        num_sanity_val_steps=0,
+        log_every_n_steps=max(1, steps),
     )
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(steps)), batch_size=1)
     with warnings.catch_warnings():
@@ -188,5 +213,8 @@ def maximize_units(
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         trainer.fit(module, train_dataloaders=loader)
     module = module.cpu()
-    return MaximizeResult(module.image.detach().clone(), module.receptive_field_crops().clone(),
-                          [float(v) for v in module.final_activations()])
+    return MaximizeResult(
+        module.image.detach().clone(),
+        module.receptive_field_crops().clone(),
+        [float(v) for v in module.final_activations()],
+    )

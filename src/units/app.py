@@ -63,8 +63,10 @@ def logger_kind(cfg: DictConfig) -> str:
         return "wandb"
     if str(target).endswith("TensorBoardLogger"):
         return "tensorboard"
-    raise UserError(f"logger={target}: src.visualize logs its grids, which are images; "
-                    "use logger=none, logger=wandb or logger=tensorboard")
+    raise UserError(
+        f"logger={target}: src.visualize logs its grids, which are images; "
+        "use logger=none, logger=wandb or logger=tensorboard"
+    )
 
 
 # -- config checks ----------------------------------------------------------------------------
@@ -192,18 +194,25 @@ def patch_records(result: SearchResult, top: LayerTopK, unit: int) -> list[dict[
         clipped = top.rf.clipped_box(y, x, width, height)
         original_w, original_h = result.sizes[image]
         sx, sy = original_w / width, original_h / height
-        records.append({
-            "rank": rank + 1,
-            "activation": value,
-            "image": result.names[image],
-            "image_size": [original_w, original_h],
-            "scale": result.scales[scale],
-            "scanned_size": [width, height],
-            "position": [y, x],
-            "box": list(box),
-            "box_clipped": list(clipped),
-            "box_original": [round(clipped[0] * sx), round(clipped[1] * sy), round(clipped[2] * sx), round(clipped[3] * sy)],
-        })
+        records.append(
+            {
+                "rank": rank + 1,
+                "activation": value,
+                "image": result.names[image],
+                "image_size": [original_w, original_h],
+                "scale": result.scales[scale],
+                "scanned_size": [width, height],
+                "position": [y, x],
+                "box": list(box),
+                "box_clipped": list(clipped),
+                "box_original": [
+                    round(clipped[0] * sx),
+                    round(clipped[1] * sy),
+                    round(clipped[2] * sx),
+                    round(clipped[3] * sy),
+                ],
+            }
+        )
     return records
 
 
@@ -243,24 +252,39 @@ def visualize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
 
     per_image = patches_per_image(cfg.per_image, cfg.k, len(files))
     where = "the bundled sample images in assets/" if not cfg.data.dir else str(folder)
-    print(f"scanning {len(files)} images from {where} at long side {scales} px for {', '.join(layers)} on {device}; "
-          f"at most {per_image or cfg.k} patch(es) per image per unit",
-          file=sys.stderr)
+    print(
+        f"scanning {len(files)} images from {where} at long side {scales} px for {', '.join(layers)} on {device}; "
+        f"at most {per_image or cfg.k} patch(es) per image per unit",
+        file=sys.stderr,
+    )
     started = time.perf_counter()
     dataset = ScaledImages(files, folder, scales)
 
     def progress(batches):
-        with tqdm(total=len(files), unit="img", desc="scanning", file=sys.stderr,
-                  mininterval=0.5 if sys.stderr.isatty() else 5.0) as bar:
+        with tqdm(
+            total=len(files),
+            unit="img",
+            desc="scanning",
+            file=sys.stderr,
+            mininterval=0.5 if sys.stderr.isatty() else 5.0,
+        ) as bar:
             for batch in batches:
                 yield batch
                 bar.update(len(batch))
 
-    with logging_redirect_tqdm():   # a skipped file's warning does not tear the progress bar
+    with logging_redirect_tqdm():  # a skipped file's warning does not tear the progress bar
         result = search_units(
-            backbone, dataset, layers, k=cfg.k, per_image=per_image, spacing=float(cfg.spacing),
+            backbone,
+            dataset,
+            layers,
+            k=cfg.k,
+            per_image=per_image,
+            spacing=float(cfg.spacing),
             min_inside=float(cfg.min_inside),
-            batch_size=cfg.data.batch_size, workers=cfg.data.workers, device=device, progress=progress,
+            batch_size=cfg.data.batch_size,
+            workers=cfg.data.workers,
+            device=device,
+            progress=progress,
         )
     search_seconds = time.perf_counter() - started
     if all(size is None for size in result.sizes):
@@ -271,8 +295,12 @@ def visualize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
     report: dict[str, Any] = {
         "data": {"dir": str(folder), "images": len(files), "skipped": result.skipped, "scales": scales},
         "backbone": OmegaConf.to_container(cfg.backbone),
-        "k": cfg.k, "per_image": per_image, "spacing": cfg.spacing, "min_inside": cfg.min_inside,
-        "num_units": cfg.num_units, "distinct": cfg.distinct,
+        "k": cfg.k,
+        "per_image": per_image,
+        "spacing": cfg.spacing,
+        "min_inside": cfg.min_inside,
+        "num_units": cfg.num_units,
+        "distinct": cfg.distinct,
         "search_seconds": search_seconds,
         "layers": {},
     }
@@ -297,19 +325,25 @@ def visualize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         found = [len(entry["patches"]) for entry in entries]
         if min(found, default=cfg.k) < cfg.k:
             short = sum(1 for count in found if count < cfg.k)
-            title = (f"{name}: up to {cfg.k} patches of {len(units)} units, {min(found)}-{max(found)} found "
-                     f"(receptive field {fields[name].size} px)")
-            print(f"{name}: {short} of {len(units)} units have fewer than {cfg.k} patches ({min(found)}-{max(found)}): "
-                  f"{len(files)} images at {per_image or 'any number of'} patches each, spaced {cfg.spacing} receptive "
-                  "fields apart, do not hold more; use more images (data.dir=...), per_image=0 or spacing=0",
-                  file=sys.stderr)
+            title = (
+                f"{name}: up to {cfg.k} patches of {len(units)} units, {min(found)}-{max(found)} found "
+                f"(receptive field {fields[name].size} px)"
+            )
+            print(
+                f"{name}: {short} of {len(units)} units have fewer than {cfg.k} patches ({min(found)}-{max(found)}): "
+                f"{len(files)} images at {per_image or 'any number of'} patches each, spaced {cfg.spacing} receptive "
+                "fields apart, do not hold more; use more images (data.dir=...), per_image=0 or spacing=0",
+                file=sys.stderr,
+            )
         grid = layer_grid(title, blocks, fields[name].size, cfg.k, cfg.grid.min_cell, cfg.grid.max_cell)
         grids[name] = output_dir / f"{name}.png"
         grid.save(grids[name])
         grid_images.append(grid)
         report["layers"][name] = {
-            "receptive_field": fields[name].as_dict(), "channels": top.channels,
-            "grid": grids[name].name, "units": entries,
+            "receptive_field": fields[name].as_dict(),
+            "channels": top.channels,
+            "grid": grids[name].name,
+            "units": entries,
         }
     overview = side_by_side(grid_images, height=cfg.grid.overview_height, gap=16, margin=16, background=BACKGROUND)
     overview.save(output_dir / "overview.png")
@@ -318,13 +352,23 @@ def visualize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
     (output_dir / "topk.json").write_text(json.dumps(report, indent=2))
     if logger_kind(cfg) != "none":
         log_grids(cfg, output_dir, grids)
-    print(f"wrote {len(grids)} grids, overview.png and topk.json to {output_dir} "
-          f"(search {search_seconds:.1f} s, total {report['seconds']:.1f} s)", file=sys.stderr)
+    print(
+        f"wrote {len(grids)} grids, overview.png and topk.json to {output_dir} "
+        f"(search {search_seconds:.1f} s, total {report['seconds']:.1f} s)",
+        file=sys.stderr,
+    )
     return report
 
 
-def maximize(cfg: DictConfig, backbone: VGG19Features, layer: str, units: list[int], top: LayerTopK,
-             device: torch.device, output_dir: Path) -> dict:
+def maximize(
+    cfg: DictConfig,
+    backbone: VGG19Features,
+    layer: str,
+    units: list[int],
+    top: LayerTopK,
+    device: torch.device,
+    output_dir: Path,
+) -> dict:
     """Activation-maximisation images for `units`, scaled by each unit's best real activation."""
     from src.units.activation_max import maximize_units
 
@@ -333,8 +377,16 @@ def maximize(cfg: DictConfig, backbone: VGG19Features, layer: str, units: list[i
     steps = settings.pop("steps")
     best = [max(float(top.values[u, 0]), 1e-3) for u in units]
     print(f"activation maximisation: {layer}, {len(units)} units, {steps} steps", file=sys.stderr)
-    result = maximize_units(backbone, layer, units, steps=steps, accelerator="gpu" if device.type == "cuda" else "cpu",
-                            scale=best, progress=True, **settings)
+    result = maximize_units(
+        backbone,
+        layer,
+        units,
+        steps=steps,
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        scale=best,
+        progress=True,
+        **settings,
+    )
     folder = output_dir / "maximize"
     folder.mkdir(exist_ok=True)
     crops, entries = [], []
@@ -342,8 +394,9 @@ def maximize(cfg: DictConfig, backbone: VGG19Features, layer: str, units: list[i
         path = folder / f"{layer}_unit{unit}.png"
         save_image(image.unsqueeze(0), path)
         crops.append(to_pil(crop.unsqueeze(0)))
-        entries.append({"image": f"maximize/{path.name}", "activation": activation,
-                        "ratio_to_best_patch": activation / reference})
+        entries.append(
+            {"image": f"maximize/{path.name}", "activation": activation, "ratio_to_best_patch": activation / reference}
+        )
     return {"crops": crops, "entries": entries}
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
@@ -12,7 +12,7 @@ from src.render.text import font
 # What the network sees beyond the border: its zero padding is the mean colour of the
 # training images (both backbones subtract the ImageNet mean before the first conv).
 PAD_COLOUR = (124, 116, 104)
-BACKGROUND = (228, 228, 228)   # light grey: white and black patches both stand out
+BACKGROUND = (228, 228, 228)  # light grey: white and black patches both stand out
 TEXT = (0, 0, 0)
 
 

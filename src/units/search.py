@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -118,7 +118,9 @@ def inside_fraction(rf: ReceptiveField, length: int, image_length: int) -> torch
     return torch.tensor([(min(b, image_length) - max(a, 0)) / rf.size for a, b in spans])
 
 
-def allowed_positions(rf: ReceptiveField, shape: tuple[int, int], image_shape: tuple[int, int], min_inside: float) -> torch.Tensor | None:
+def allowed_positions(
+    rf: ReceptiveField, shape: tuple[int, int], image_shape: tuple[int, int], min_inside: float
+) -> torch.Tensor | None:
     """(H, W) bool: positions whose field lies at least `min_inside` inside the image (None: all)."""
     if min_inside <= 0:
         return None
@@ -131,7 +133,10 @@ def allowed_positions(rf: ReceptiveField, shape: tuple[int, int], image_shape: t
 
 
 def view_candidates(
-    activations: torch.Tensor, picks: int, radius: int, allowed: torch.Tensor | None = None,
+    activations: torch.Tensor,
+    picks: int,
+    radius: int,
+    allowed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Up to `picks` well-separated maxima of every channel of every map.
 
@@ -155,8 +160,8 @@ def view_candidates(
         value, index = work.max(dim=1)
         y, x = index // w, index % w
         values.append(value), ys.append(y), xs.append(x)
-        near_rows = (rows[None, :] - y[:, None]).abs() <= radius      # (NC, H)
-        near_cols = (cols[None, :] - x[:, None]).abs() <= radius      # (NC, W)
+        near_rows = (rows[None, :] - y[:, None]).abs() <= radius  # (NC, H)
+        near_cols = (cols[None, :] - x[:, None]).abs() <= radius  # (NC, W)
         work.view(n * c, h, w).masked_fill_(near_rows[:, :, None] & near_cols[:, None, :], -math.inf)
     stack = lambda parts: torch.stack(parts, dim=1).view(n, c, picks)  # noqa: E731
     return stack(values), stack(ys), stack(xs)
@@ -172,13 +177,17 @@ class Candidates:
     x: torch.Tensor
 
     @staticmethod
-    def cat(parts: Sequence["Candidates"]) -> "Candidates":
+    def cat(parts: Sequence[Candidates]) -> Candidates:
         return Candidates(*(torch.cat([getattr(p, f) for p in parts], dim=1) for f in ("values", "scale", "y", "x")))
 
 
 def merge_scales(
-    views: Sequence[Candidates], rf: ReceptiveField, view_sizes: Sequence[tuple[int, int]],
-    image_size: tuple[int, int], picks: int, spacing: float,
+    views: Sequence[Candidates],
+    rf: ReceptiveField,
+    view_sizes: Sequence[tuple[int, int]],
+    image_size: tuple[int, int],
+    picks: int,
+    spacing: float,
 ) -> Candidates:
     """One image's candidates from all its scales -> at most `picks` per unit, spaced apart.
 
@@ -190,18 +199,20 @@ def merge_scales(
     both = Candidates.cat(views)
     width, height = image_size
     ratio = torch.tensor([[(width / w + height / h) / 2 for (w, h) in view_sizes]], device=both.values.device)
-    ratio = ratio.expand(both.values.shape[0], -1).gather(1, both.scale)           # (C, M) px per scanned px
+    ratio = ratio.expand(both.values.shape[0], -1).gather(1, both.scale)  # (C, M) px per scanned px
     center_y = (float(rf.start) + both.y * rf.stride + 0.5) * ratio - 0.5
     center_x = (float(rf.start) + both.x * rf.stride + 0.5) * ratio - 0.5
     size = rf.size * ratio
     work = both.values.clone()
     chosen, values = [], []
     for _ in range(picks):
-        value, best = work.max(dim=1, keepdim=True)   # value is -inf once all are taken or suppressed
+        value, best = work.max(dim=1, keepdim=True)  # value is -inf once all are taken or suppressed
         chosen.append(best), values.append(value)
         if spacing > 0:
             reach = spacing * torch.maximum(size, size.gather(1, best))
-            near = ((center_y - center_y.gather(1, best)).abs() < reach) & ((center_x - center_x.gather(1, best)).abs() < reach)
+            near = ((center_y - center_y.gather(1, best)).abs() < reach) & (
+                (center_x - center_x.gather(1, best)).abs() < reach
+            )
             work.masked_fill_(near, -math.inf)
         work.scatter_(1, best, -math.inf)
     index = torch.cat(chosen, dim=1)
@@ -283,10 +294,10 @@ def layer_channels(backbone: VGG19Features) -> dict[str, int]:
 @dataclass
 class SearchResult:
     layers: dict[str, LayerTopK]
-    names: list[str]                       # image names, by index
-    sizes: list[tuple[int, int] | None]    # original (width, height), None if unreadable
+    names: list[str]  # image names, by index
+    sizes: list[tuple[int, int] | None]  # original (width, height), None if unreadable
     scales: list[int]
-    skipped: list[str]                     # "name: reason" of unreadable files
+    skipped: list[str]  # "name: reason" of unreadable files
 
     def view_size(self, image: int, scale: int) -> tuple[int, int]:
         return scaled_size(*self.sizes[image], self.scales[scale])
@@ -309,7 +320,8 @@ def search_units(
 
     per_image: the most patches of one image a unit may keep (None or 0: no limit other
     than k). min_inside: only positions whose receptive field is at least this fraction
-    inside the image are candidates (the mean activations use every position). Returns the running top-k of every unit of every layer in `layers`.
+    inside the image are candidates (the mean activations use every position). Returns the running
+    top-k of every unit of every layer in `layers`.
     """
     check_layer_names(layers)
     if k < 1:
@@ -352,13 +364,15 @@ def _search_batch(backbone, items, state, radius, picks, spacing, min_inside, ba
     for shape, members in groups.items():
         step = max(1, min(batch_size, MAX_BATCH_PIXELS // (shape[0] * shape[1])))
         for start in range(0, len(members), step):
-            chunk = members[start:start + step]
+            chunk = members[start : start + step]
             images = torch.stack([items[i]["views"][s] for i, s in chunk]).to(device)
             outputs = backbone(images, layers)
             for name in layers:
                 activations = outputs[name].float()
                 state[name].add_sums(activations)
-                allowed = allowed_positions(state[name].rf, tuple(activations.shape[-2:]), tuple(images.shape[-2:]), min_inside)
+                allowed = allowed_positions(
+                    state[name].rf, tuple(activations.shape[-2:]), tuple(images.shape[-2:]), min_inside
+                )
                 values, ys, xs = view_candidates(activations, picks, radius[name], allowed)
                 for j, (i, s) in enumerate(chunk):
                     scale = torch.full_like(ys[j], s)

@@ -47,9 +47,13 @@ def evaluate(run_dir: Path, flow: str = "farneback") -> dict[str, Any]:
             content_errors.append(warping_error(content / 255.0, previous[0] / 255.0, backward, mask))
         previous = current
     finite = [e for e in stylised_errors if math.isfinite(e)]
-    return {"run": str(run_dir), "flow": flow, "frames": len(stylised_errors) + 1,
-            "warping_error": float(np.mean(finite)) if finite else math.nan,
-            "content_warping_error": float(np.nanmean(content_errors)) if content_errors else math.nan}
+    return {
+        "run": str(run_dir),
+        "flow": flow,
+        "frames": len(stylised_errors) + 1,
+        "warping_error": float(np.mean(finite)) if finite else math.nan,
+        "content_warping_error": float(np.nanmean(content_errors)) if content_errors else math.nan,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,8 +66,9 @@ def sample_positions(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """`image` (H, W[, C]) float32 sampled at p + flow(p), bilinear; edges repeated outside."""
     map_x, map_y = sample_positions(flow)
-    return cv2.remap(np.ascontiguousarray(image, dtype=np.float32), map_x, map_y, cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(
+        np.ascontiguousarray(image, dtype=np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def reliability(backward: np.ndarray, forward: np.ndarray, settings: FlowSettings = FlowSettings()) -> np.ndarray:
@@ -120,11 +121,18 @@ class FlowCache:
     @staticmethod
     def key_for(video: Path, selection: dict, size: tuple[int, int], settings: FlowSettings) -> dict:
         stat = video.stat()
-        return {"video": str(video.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                "selection": selection, "size": list(size), "settings": asdict(settings)}
+        return {
+            "video": str(video.resolve()),
+            "bytes": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "selection": selection,
+            "size": list(size),
+            "settings": asdict(settings),
+        }
 
-    def pair(self, later: int, earlier: int, later_grey: np.ndarray, earlier_grey: np.ndarray,
-             settings: FlowSettings) -> tuple[np.ndarray, np.ndarray]:
+    def pair(
+        self, later: int, earlier: int, later_grey: np.ndarray, earlier_grey: np.ndarray, settings: FlowSettings
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(backward later -> earlier, forward earlier -> later), from the cache or computed."""
         path = self.directory / f"flow_{later:05d}_{earlier:05d}.npz"
         if path.is_file():

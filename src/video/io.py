@@ -104,8 +104,9 @@ def check_range(info: VideoInfo, start: float, end: float | None) -> float:
     return info.duration if end is None else min(end, info.duration)
 
 
-def read_frames(info: VideoInfo, start: float, end: float, max_frames: int | None = None,
-                fps: Fraction | None = None) -> Iterator[Frame]:
+def read_frames(
+    info: VideoInfo, start: float, end: float, max_frames: int | None = None, fps: Fraction | None = None
+) -> Iterator[Frame]:
     """The frames shown between `start` and `end` seconds, at most `max_frames`.
 
     With `fps`, the clip is resampled: output frame k shows the source frame nearest to
@@ -145,8 +146,15 @@ def read_frames(info: VideoInfo, start: float, end: float, max_frames: int | Non
                 count += 1
 
 
-def _resampled(current: tuple[float, av.VideoFrame], boundary: float, start: float, end: float, fps: Fraction,
-               count: int, limit: float) -> Iterator[Frame]:
+def _resampled(
+    current: tuple[float, av.VideoFrame],
+    boundary: float,
+    start: float,
+    end: float,
+    fps: Fraction,
+    count: int,
+    limit: float,
+) -> Iterator[Frame]:
     """Output frames whose target time falls before `boundary`, the midpoint to the next source frame."""
     time, frame = current
     image = None
@@ -159,8 +167,9 @@ def _resampled(current: tuple[float, av.VideoFrame], boundary: float, start: flo
         count += 1
 
 
-def _decoded(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-             path: Path) -> Iterator[tuple[float, av.VideoFrame]]:
+def _decoded(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, path: Path
+) -> Iterator[tuple[float, av.VideoFrame]]:
     last = 0.0
     iterator = container.decode(stream)
     while True:
@@ -169,8 +178,9 @@ def _decoded(container: av.container.InputContainer, stream: av.video.stream.Vid
         except StopIteration:
             return
         except av.error.FFmpegError as error:
-            raise UserError(f"{path}: a frame after {last:.2f} s cannot be decoded "
-                            f"({error.strerror or error})") from None
+            raise UserError(
+                f"{path}: a frame after {last:.2f} s cannot be decoded ({error.strerror or error})"
+            ) from None
         if frame.pts is None:
             continue
         last = float(frame.pts * time_base(stream))
@@ -186,9 +196,15 @@ def even_size(image: np.ndarray) -> np.ndarray:
     return np.pad(image, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
 
 
-def write_video(frames: Iterable[Image.Image], path: str | os.PathLike, fps: Fraction,
-                audio_from: Path | None = None, audio_start: float = 0.0, audio_end: float | None = None,
-                crf: int = 18) -> Path:
+def write_video(
+    frames: Iterable[Image.Image],
+    path: str | os.PathLike,
+    fps: Fraction,
+    audio_from: Path | None = None,
+    audio_start: float = 0.0,
+    audio_end: float | None = None,
+    crf: int = 18,
+) -> Path:
     """Encode `frames` as H.264 at `fps` into an MP4, written atomically; with `audio_from`,
     that file's first audio track between `audio_start` and `audio_end` seconds is added."""
     path = Path(path)

@@ -13,8 +13,20 @@ from typing import Any
 FRAMES_CSV = "frames.csv"
 LOSS_PLOT = "loss.png"
 # Columns first in frames.csv; per-layer and per-previous-frame terms follow.
-MAIN_COLUMNS = ["frame", "time", "steps", "seconds", "loss/total", "loss/content", "loss/style", "loss/tv",
-                "loss/temporal", "warping_error", "content_warping_error", "reliable"]
+MAIN_COLUMNS = [
+    "frame",
+    "time",
+    "steps",
+    "seconds",
+    "loss/total",
+    "loss/content",
+    "loss/style",
+    "loss/tv",
+    "loss/temporal",
+    "warping_error",
+    "content_warping_error",
+    "reliable",
+]
 PLOTTED = ("loss/total", "loss/content", "loss/style", "loss/temporal")
 
 
@@ -24,8 +36,10 @@ def read_rows(run_dir: Path) -> list[dict[str, float]]:
     if not path.is_file():
         return []
     with path.open(newline="") as handle:
-        rows = [{key: float(value) if value != "" else math.nan for key, value in row.items()}
-                for row in csv.DictReader(handle)]
+        rows = [
+            {key: float(value) if value != "" else math.nan for key, value in row.items()}
+            for row in csv.DictReader(handle)
+        ]
     for expected, row in enumerate(rows):
         if int(row["frame"]) != expected:
             raise ValueError(f"{path}: row {expected} is frame {row['frame']}")
@@ -67,11 +81,19 @@ def plot_over_frames(rows: Sequence[Mapping[str, float]], path: Path, title: str
     losses, warping = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     frames = [int(row["frame"]) for row in rows]
     for key in PLOTTED:
-        points = [(f, row[key]) for f, row in zip(frames, rows, strict=True)
-                  if math.isfinite(row.get(key, math.nan)) and row[key] > 0]
+        points = [
+            (f, row[key])
+            for f, row in zip(frames, rows, strict=True)
+            if math.isfinite(row.get(key, math.nan)) and row[key] > 0
+        ]
         if points:
-            losses.plot(*zip(*points, strict=True), marker="o", markersize=2.5, label=key.removeprefix("loss/"),
-                        linewidth=2 if key == "loss/total" else 1.2)
+            losses.plot(
+                *zip(*points, strict=True),
+                marker="o",
+                markersize=2.5,
+                label=key.removeprefix("loss/"),
+                linewidth=2 if key == "loss/total" else 1.2,
+            )
         else:
             losses.plot([], [], linestyle="none", label=f"{key.removeprefix('loss/')} = 0")
     losses.set_yscale("log")
@@ -111,8 +133,13 @@ def summarise(rows: Sequence[Mapping[str, float]], info: Mapping[str, Any]) -> d
         "frames": len(rows),
         "final": {key: mean([row[f"loss/{key}"] for row in rows]) for key in terms},
         "initial": {"total": rows[0].get("initial_total", math.nan)} if rows else {},
-        "final_style_layers": {key.removeprefix("loss/style/"): mean([row[key] for row in rows])
-                               for key in rows[0] if key.startswith("loss/style/")} if rows else {},
+        "final_style_layers": {
+            key.removeprefix("loss/style/"): mean([row[key] for row in rows])
+            for key in rows[0]
+            if key.startswith("loss/style/")
+        }
+        if rows
+        else {},
         "warping_error": mean([row["warping_error"] for row in later]),
         "content_warping_error": mean([row["content_warping_error"] for row in later]),
         "steps": steps,

@@ -99,8 +99,10 @@ def validate_video(cfg: DictConfig) -> None:
     if not 0 <= video.crf <= 51:
         raise UserError(f"video.crf={video.crf}: must be in 0..51")
     if cfg.get("normalization", "gatys") != "gatys":
-        raise UserError(f"normalization={cfg.normalization}: video runs use normalization=gatys, the raw terms that "
-                        "video.temporal_weight is set against (docs/video.md)")
+        raise UserError(
+            f"normalization={cfg.normalization}: video runs use normalization=gatys, the raw terms that "
+            "video.temporal_weight is set against (docs/video.md)"
+        )
     if cfg.pyramid.levels != 1:
         raise UserError("pyramid: coarse to fine is not available for video; leave pyramid.levels=1")
 
@@ -146,8 +148,15 @@ def open_clip(cfg: DictConfig) -> Clip:
     info = io.probe(resolve_input_path(cfg.video.path))
     end = io.check_range(info, float(cfg.video.start), cfg.video.end)
     resample = Fraction(cfg.video.fps).limit_denominator(1001) if cfg.video.fps else None
-    return Clip(info, float(cfg.video.start), end, resample or info.fps, resample, cfg.video.max_frames,
-                size_for_long_side(info.width, info.height, cfg.size))
+    return Clip(
+        info,
+        float(cfg.video.start),
+        end,
+        resample or info.fps,
+        resample,
+        cfg.video.max_frames,
+        size_for_long_side(info.width, info.height, cfg.size),
+    )
 
 
 class LoopSignals:
@@ -219,23 +228,33 @@ class FramePlan:
         return warping_error(current, previous, self.backward, self.mask)
 
 
-def plan_frame(cfg: DictConfig, run_dir: Path, index: int, content: np.ndarray, history: History,
-               cache: FlowCache, settings: FlowSettings) -> FramePlan:
+def plan_frame(
+    cfg: DictConfig,
+    run_dir: Path,
+    index: int,
+    content: np.ndarray,
+    history: History,
+    cache: FlowCache,
+    settings: FlowSettings,
+) -> FramePlan:
     if index == 0:
         return FramePlan([], None)
     offsets = [j for j in [1, *sorted(set(cfg.video.long_term))] if j <= index]
     masks, warped, backward_1 = [], [], None
     for offset in offsets:
-        backward, forward = cache.pair(index, index - offset, history.greys[index], history.greys[index - offset],
-                                       settings)
+        backward, forward = cache.pair(
+            index, index - offset, history.greys[index], history.greys[index - offset], settings
+        )
         masks.append(reliability(backward, forward, settings))
         warped.append(warp(stylised_array(run_dir, index - offset), backward))
         if offset == 1:
             backward_1 = backward
     content_float = content.astype(np.float32) / 255.0
     previous_content = history.images[index - 1].astype(np.float32) / 255.0
-    targets = [TemporalTarget(as_tensor(image), as_tensor(mask[..., None]), f"t-{offset}")
-               for image, mask, offset in zip(warped, exclusive_masks(masks), offsets, strict=True)]
+    targets = [
+        TemporalTarget(as_tensor(image), as_tensor(mask[..., None]), f"t-{offset}")
+        for image, mask, offset in zip(warped, exclusive_masks(masks), offsets, strict=True)
+    ]
     init = None
     if cfg.video.init == "warped":
         reliable = masks[0][..., None]
@@ -256,8 +275,14 @@ def stylize_video(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     styles = load_styles(cfg)
     (run_dir / FRAMES_DIR).mkdir(parents=True, exist_ok=True)
     flow = cfg.video.flow
-    settings = FlowSettings(flow.method, flow.preset, flow.consistency, flow.consistency_offset, flow.motion_boundary,
-                            flow.motion_boundary_offset)
+    settings = FlowSettings(
+        flow.method,
+        flow.preset,
+        flow.consistency,
+        flow.consistency_offset,
+        flow.motion_boundary,
+        flow.motion_boundary_offset,
+    )
     cache_root = resolve_input_path(cfg.video.flow.cache_dir) if cfg.video.flow.cache_dir else run_dir / "flow"
     cache = FlowCache(cache_root, FlowCache.key_for(clip.info.path, clip.selection(), clip.size, settings))
     rows = read_rows(run_dir)
@@ -270,8 +295,15 @@ def stylize_video(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.logger.get("_target_") else None
     history = History(keep=max([1, *cfg.video.long_term]))
     backbone: VGG19Features | None = None
-    info = {"status": "running", "fps": float(clip.fps), "width": clip.size[0], "height": clip.size[1],
-            "source": str(clip.info.path), "start": clip.start, "end": clip.end}
+    info = {
+        "status": "running",
+        "fps": float(clip.fps),
+        "width": clip.size[0],
+        "height": clip.size[1],
+        "source": str(clip.info.path),
+        "start": clip.start,
+        "end": clip.end,
+    }
     succeeded = False
     try:
         with LoopSignals().installed() as loop_signals:
@@ -309,8 +341,11 @@ def stylize_video(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
 
 def stopped_between(run_dir: Path, rows: list, signum: int, index: int) -> None:
     name = signal.Signals(signum).name
-    raise Interrupted(f"stopped by {name} before frame {index}; {len(rows)} frames are in {run_dir / FRAMES_DIR}; "
-                      f"continue with resume={run_dir}", exit_code=128 + signum)
+    raise Interrupted(
+        f"stopped by {name} before frame {index}; {len(rows)} frames are in {run_dir / FRAMES_DIR}; "
+        f"continue with resume={run_dir}",
+        exit_code=128 + signum,
+    )
 
 
 def read_in_progress(run_dir: Path) -> int | None:
@@ -320,18 +355,28 @@ def read_in_progress(run_dir: Path) -> int | None:
     return int(json.loads(marker.read_text())["frame"])
 
 
-def run_frame(cfg: DictConfig, run_dir: Path, frame: io.Frame, styles: list[StyleInput], plan: FramePlan,
-              backbone: VGG19Features | None, resume_from: Path | None) -> tuple[dict[str, float], VGG19Features]:
+def run_frame(
+    cfg: DictConfig,
+    run_dir: Path,
+    frame: io.Frame,
+    styles: list[StyleInput],
+    plan: FramePlan,
+    backbone: VGG19Features | None,
+    resume_from: Path | None,
+) -> tuple[dict[str, float], VGG19Features]:
     """Optimise one frame and save it; return its frames.csv row and the backbone (loaded once)."""
     steps = cfg.video.first_steps if frame.index == 0 else cfg.steps
-    module_class = functools.partial(VideoFrameTransfer, temporal=plan.targets,
-                                     temporal_weight=cfg.video.temporal_weight)
-    module = build_module(cfg, init=plan.init, inputs=Inputs(frame.image, styles), backbone=backbone,
-                          module_class=module_class)
+    module_class = functools.partial(
+        VideoFrameTransfer, temporal=plan.targets, temporal_weight=cfg.video.temporal_weight
+    )
+    module = build_module(
+        cfg, init=plan.init, inputs=Inputs(frame.image, styles), backbone=backbone, module_class=module_class
+    )
     stop = StopOnSignal()
     checkpointer = Checkpointer(cfg.checkpoint_every, run_dir)
-    trainer = pl.Trainer(**trainer_settings(cfg, steps, run_dir), logger=False, callbacks=[stop, checkpointer],
-                         enable_progress_bar=False)
+    trainer = pl.Trainer(
+        **trainer_settings(cfg, steps, run_dir), logger=False, callbacks=[stop, checkpointer], enable_progress_bar=False
+    )
     marker = checkpoint_path(run_dir).parent / IN_PROGRESS_FILE
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"frame": frame.index}))
@@ -348,22 +393,39 @@ def run_frame(cfg: DictConfig, run_dir: Path, frame: io.Frame, styles: list[Styl
         raise Interrupted(
             f"stopped by {stop.signal_name} at step {trainer.global_step} of {steps} of frame {frame.index}; saved "
             f"interrupted.png and {checkpoint_path(run_dir)}; continue with resume={run_dir}",
-            exit_code=128 + stop.received)
+            exit_code=128 + stop.received,
+        )
     result = module.output_image()
     path = save_image(result, frame_path(run_dir, frame.index))
     saved = stylised_array(run_dir, frame.index)
     final = module.evaluate_image(as_tensor(saved))
-    row: dict[str, float] = {"frame": frame.index, "time": round(frame.time, 6), "steps": trainer.global_step,
-                             "seconds": seconds, **final, "reliable": plan.reliable, "warping_error": math.nan,
-                             "content_warping_error": plan.content_warping_error,
-                             "initial_total": module.initial_losses.get("loss/total", math.nan)}
+    row: dict[str, float] = {
+        "frame": frame.index,
+        "time": round(frame.time, 6),
+        "steps": trainer.global_step,
+        "seconds": seconds,
+        **final,
+        "reliable": plan.reliable,
+        "warping_error": math.nan,
+        "content_warping_error": plan.content_warping_error,
+        "initial_total": module.initial_losses.get("loss/total", math.nan),
+    }
     if frame.index > 0:
         row["warping_error"] = plan.warping_error(saved, stylised_array(run_dir, frame.index - 1))
     for target_file in (checkpoint_path(run_dir), marker, run_dir / "interrupted.png"):
         target_file.unlink(missing_ok=True)
-    log.info("frame %d (%.2f s): %d steps in %.1f s; style %.4g, content %.4g, temporal %.4g, warping error %.3g -> %s",
-             frame.index, frame.time, trainer.global_step, seconds, final["loss/style"], final["loss/content"],
-             final["loss/temporal"], row["warping_error"], path.name)
+    log.info(
+        "frame %d (%.2f s): %d steps in %.1f s; style %.4g, content %.4g, temporal %.4g, warping error %.3g -> %s",
+        frame.index,
+        frame.time,
+        trainer.global_step,
+        seconds,
+        final["loss/style"],
+        final["loss/content"],
+        final["loss/temporal"],
+        row["warping_error"],
+        path.name,
+    )
     return row, module.backbone
 
 
@@ -380,10 +442,19 @@ def write_outputs(cfg: DictConfig, run_dir: Path, clip: Clip, rows: list[dict[st
     audio = clip.info.path if clip.info.has_audio else None
     stylised = (Image.open(frame_path(run_dir, i)) for i in range(count))
     io.write_video(stylised, run_dir / VIDEO_FILE, clip.fps, audio, clip.start, audio_end, cfg.video.crf)
-    io.write_video(side_by_side(run_dir, clip, count), run_dir / PREVIEW_FILE, clip.fps, audio, clip.start,
-                   audio_end, cfg.video.crf)
-    title = f"{clip.info.path.name} in the style of {Path(str(cfg.style.path)).stem}: temporal_weight=" \
-            f"{cfg.video.temporal_weight:g}, {count} frames at {clip.size[0]}x{clip.size[1]}"
+    io.write_video(
+        side_by_side(run_dir, clip, count),
+        run_dir / PREVIEW_FILE,
+        clip.fps,
+        audio,
+        clip.start,
+        audio_end,
+        cfg.video.crf,
+    )
+    title = (
+        f"{clip.info.path.name} in the style of {Path(str(cfg.style.path)).stem}: temporal_weight="
+        f"{cfg.video.temporal_weight:g}, {count} frames at {clip.size[0]}x{clip.size[1]}"
+    )
     try:
         plot_over_frames(rows, run_dir / LOSS_PLOT, title)
     except Exception as error:  # a picture must never cost the run
@@ -404,15 +475,23 @@ def side_by_side(run_dir: Path, clip: Clip, count: int) -> Iterator[Image.Image]
         yield pair
 
 
-def finish(cfg: DictConfig, run_dir: Path, clip: Clip, rows: list[dict[str, float]],
-           info: dict[str, Any]) -> dict[str, Any]:
+def finish(
+    cfg: DictConfig, run_dir: Path, clip: Clip, rows: list[dict[str, float]], info: dict[str, Any]
+) -> dict[str, Any]:
     write_outputs(cfg, run_dir, clip, rows)
     metrics = summarise(rows, info)
     write_metrics(run_dir, metrics)
-    log.info("%d frames: %s, %s, %s; warping error %.4g (content %.4g); first frame %.1f s, then %.1f s a frame",
-             len(rows), run_dir / VIDEO_FILE, run_dir / PREVIEW_FILE, run_dir / "frames.csv",
-             metrics["warping_error"], metrics["content_warping_error"], metrics["seconds_first_frame"],
-             metrics["seconds_per_frame"])
+    log.info(
+        "%d frames: %s, %s, %s; warping error %.4g (content %.4g); first frame %.1f s, then %.1f s a frame",
+        len(rows),
+        run_dir / VIDEO_FILE,
+        run_dir / PREVIEW_FILE,
+        run_dir / "frames.csv",
+        metrics["warping_error"],
+        metrics["content_warping_error"],
+        metrics["seconds_first_frame"],
+        metrics["seconds_per_frame"],
+    )
     return metrics
 
 
@@ -424,8 +503,12 @@ def log_video(logger: Any, run_dir: Path, metrics: dict[str, Any]) -> None:
         return
     import wandb
 
-    logger.experiment.log({"video/stylised": wandb.Video(str(run_dir / VIDEO_FILE), format="mp4"),
-                           "video/preview": wandb.Video(str(run_dir / PREVIEW_FILE), format="mp4")})
+    logger.experiment.log(
+        {
+            "video/stylised": wandb.Video(str(run_dir / VIDEO_FILE), format="mp4"),
+            "video/preview": wandb.Video(str(run_dir / PREVIEW_FILE), format="mp4"),
+        }
+    )
     logger.experiment.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
 
 

@@ -41,8 +41,9 @@ class VideoFrameTransfer(StyleTransfer):
 
     Logged terms: loss/temporal (their sum) and loss/temporal/<name> for each previous frame."""
 
-    def __init__(self, *args: Any, temporal: Sequence[TemporalTarget] = (), temporal_weight: float = 0.0,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, temporal: Sequence[TemporalTarget] = (), temporal_weight: float = 0.0, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.temporal_weight = float(temporal_weight)
         self.temporal_names = [target.name for target in temporal]
