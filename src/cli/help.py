@@ -33,6 +33,10 @@ USAGE = {
         "python -m src.run [GROUP=CHOICE] [KEY=VALUE ...]  one style transfer\n"
         "python -m src.run -m KEY=A,B,C ...                 a sweep: a run per value"
     ),
+    "video": (
+        "python -m src.video video.path=CLIP [KEY=VALUE ...]  a stylised video\n"
+        "python -m src.video -m video.temporal_weight=A,B ...  a sweep"
+    ),
     "visualize": (
         "python -m src.visualize [KEY=VALUE ...]  top-k image patches of units\n"
         "python -m src.visualize -m KEY=A,B ...   a sweep"

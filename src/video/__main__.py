@@ -11,6 +11,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.cli.app import configure, run_app
+from src.cli.entry import run_main
 from src.common.errors import UserError
 from src.common.paths import resolve_input_path
 from src.sweeps.job import run_sweep_job
@@ -50,4 +51,4 @@ def resumed_run(run_dir: str) -> tuple[DictConfig, Path]:
 
 if __name__ == "__main__":
     configure_video()
-    main()
+    run_main(main, "video", "src.video")
