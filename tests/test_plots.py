@@ -17,7 +17,7 @@ from PIL import Image
 from src.render.contact_sheet import FAILED_FILL, GAP, MISSING_FILL, PAD
 from src.render.gif import write_progress_gif
 from src.render.loss_plot import plot_losses
-from src.render.text import fit_size, pretty_value
+from src.render.text import distinct_labels, fit_size, pretty_value
 from src.sweeps.read import read_sweep
 from src.sweeps.report import contact_sheet, write_report
 
@@ -250,3 +250,16 @@ def test_big_grids_get_smaller_cells(tmp_path):
     image, layout = contact_sheet(read_sweep(sweep_dir))
     assert (layout.rows, layout.cols) == (1, 40)
     assert layout.box[0] == 6000 // 40 and image.size[0] < 40 * 160 + 200
+
+
+@pytest.mark.parametrize(
+    "values, shown",
+    [
+        (["/home/me/art/collection/monet.jpg", "/home/me/art/collection/turner.jpg"], ["monet.jpg", "turner.jpg"]),
+        (["/a/x/pic.jpg", "/a/y/pic.jpg"], ["x/pic.jpg", "y/pic.jpg"]),
+        (['"my photo (1).jpg"', "b.jpg"], ["my photo (1).jpg", "b.jpg"]),
+        (["1e3", "1e4"], ["1e3", "1e4"]),
+    ],
+)
+def test_sheet_labels_keep_what_differs(values, shown):
+    assert distinct_labels(values) == shown

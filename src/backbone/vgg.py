@@ -58,6 +58,8 @@ def check_layer_names(layers: Iterable[str]) -> None:
 class CaffePreprocess(nn.Module):
     """RGB in [0, 1] -> BGR in [0, 255] minus the mean pixel."""
 
+    mean: torch.Tensor  # a buffer
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(CAFFE_BGR_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -68,6 +70,9 @@ class CaffePreprocess(nn.Module):
 
 class ImageNetPreprocess(nn.Module):
     """RGB in [0, 1] -> (x - mean) / std, as torchvision's models expect."""
+
+    mean: torch.Tensor  # buffers
+    std: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()
@@ -96,8 +101,7 @@ class VGG19Features(nn.Module):
         # with AVX512-BF16 or AMX, and on GPUs); activations are handed out as float32 (or as
         # bf16 to losses that upcast themselves), so Gram matrices and losses keep full
         # precision (bf16 through the loss makes L-BFGS converge to a worse image).
-        # channels_last: the layout oneDNN and cuDNN convolve fastest
-        # (10-15 % less time per step on this CPU, fp32 and bf16 alike).
+        # channels_last: the layout oneDNN and cuDNN convolve fastest (docs/benchmarks.md).
         self.compute_dtype = getattr(torch, compute_dtype)
         self.channels_last = channels_last
         check_layer_names([last_layer])
@@ -164,7 +168,7 @@ class VGG19Features(nn.Module):
         for parameter in self.parameters():
             parameter.requires_grad_(False)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.layers.to(dtype=self.compute_dtype, memory_format=memory_format)
+        self.layers.to(dtype=self.compute_dtype, memory_format=memory_format)  # type: ignore[call-overload]
         return self
 
 
@@ -250,7 +254,7 @@ def load_torchvision_weights(path: str | os.PathLike | None) -> dict[str, tuple[
 def build_backbone(
     weights: str = "caffe",
     pooling: str = "max",
-    weights_path: str | None = None,
+    weights_path: str | os.PathLike | None = None,
     last_layer: str = "pool5",
     compute_dtype: str = "float32",
     channels_last: bool = True,

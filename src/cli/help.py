@@ -15,7 +15,7 @@ import re
 import textwrap
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -147,7 +147,7 @@ def schema_comments(node: type, prefix: str = "") -> dict[str, str]:
 
 def group_choices(config_name: str) -> dict[str, str]:
     """{group: default choice} from the config's defaults list."""
-    defaults = OmegaConf.load(CONF_DIR / f"{config_name}.yaml").get("defaults") or []
+    defaults = cast(DictConfig, OmegaConf.load(CONF_DIR / f"{config_name}.yaml")).get("defaults") or []
     chosen = {}
     for entry in defaults:
         if isinstance(entry, DictConfig):
@@ -224,7 +224,7 @@ def help_text(config_name: str, overrides: list[str] | None = None) -> str:
         group: str(cfg.hydra.runtime.choices.get(group, default))
         for group, default in group_choices(config_name).items()
     }
-    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    cfg = OmegaConf.masked_copy(cfg, cast(list[str], [k for k in cfg if k != "hydra"]))
     found = meanings(config_name, choices)
     lines = ["Usage:", *("  " + line for line in USAGE[config_name].splitlines()), ""]
     if choices:

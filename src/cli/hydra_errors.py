@@ -125,7 +125,7 @@ def config_keys(config_name: str) -> list[str]:
     def walk(node: DictConfig, prefix: str) -> list[str]:
         found = []
         for key in node:
-            dotted = f"{prefix}{key}"
+            dotted = f"{prefix}{key}"  # type: ignore[str-bytes-safe]  # config keys are str
             found.append(dotted)
             value = node._get_node(key)
             if isinstance(value, DictConfig):

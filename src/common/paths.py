@@ -39,7 +39,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("asset", asset_path, replace=True)
 
 
-def path_problem(path: str | os.PathLike) -> str | None:
+def path_problem(path: str | os.PathLike[str]) -> str | None:
     """Why `path` cannot be opened, in words ("not found", "is a symbolic link loop", ...), or None."""
     import errno
 

@@ -99,6 +99,7 @@ class LBFGS(torch.optim.Optimizer):
         # Scalars stay tensors: no host-device synchronisation inside a step on a GPU.
         state = self.state[param]
         x = param.detach().reshape(-1)
+        assert param.grad is not None  # step() updates only parameters with a gradient
         gradient = param.grad.detach().reshape(-1)
         moves: list[torch.Tensor] = state.setdefault("moves", [])  # s: x_k - x_{k-1}
         changes: list[torch.Tensor] = state.setdefault("changes", [])  # y: g_k - g_{k-1}

@@ -38,7 +38,7 @@ class _Gram(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, flat: torch.Tensor, scale: float, positions_major: bool) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, flat: torch.Tensor, scale: float, positions_major: bool) -> torch.Tensor:
         ctx.save_for_backward(flat)
         ctx.scale, ctx.positions_major = scale, positions_major
         wide = flat.to(torch.promote_types(flat.dtype, torch.float32))
@@ -47,7 +47,7 @@ class _Gram(torch.autograd.Function):
         return torch.bmm(wide, wide.transpose(1, 2)).mul_(scale)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (flat,) = ctx.saved_tensors
         symmetric = (grad + grad.transpose(1, 2)).mul_(ctx.scale).to(flat.dtype)
         if ctx.positions_major:
@@ -95,7 +95,7 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
     return (vertical + horizontal) * TV_SCALE
 
 
-# -- other style losses (Issue 5: `style_loss=gram|mean_cov|histogram`) --------------------
+# -- other style losses (`style_loss=gram|mean_cov|histogram`) -------------------------------
 #
 # A style target is computed once per style image and layer (`style_target`); the distance
 # of the generated image's activations to it is `style_distance`. An optional `mask`
@@ -271,7 +271,7 @@ class _TraceSqrt(torch.autograd.Function):
     Y for C = Y Y^T, so the two forms of the W2 distance have the same gradient."""
 
     @staticmethod
-    def forward(ctx, root: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, root: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
         inner = root @ cov @ root
         inner = (inner + inner.T) / 2
         with lapack_threads(inner):
@@ -283,7 +283,7 @@ class _TraceSqrt(torch.autograd.Function):
         return roots.sum()
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
         (kernel,) = ctx.saved_tensors
         return None, grad * 0.5 * kernel
 
@@ -322,6 +322,7 @@ def style_distance(
         return style_loss(features, target["gram"])
     features = features.float()
     if kind == "gram":
+        assert mask is not None  # the unmasked Gram loss returned above
         return gram_distance(masked_gram_matrix(features, mask), target)
     if kind == "mean_cov":
         return target["scale"] * gaussian_w2(features, target, mask)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -51,7 +51,6 @@ from src.nst.masks import layer_mask
 
 if TYPE_CHECKING:
     from src.backbone.vgg import VGG19Features
-    from src.transfer.module import StyleTransfer
 
 TILED_STYLE_LOSSES = ("gram", "mean_cov")
 
@@ -151,7 +150,7 @@ def tile_moments(flat: torch.Tensor, weights: torch.Tensor | None, kind: str) ->
 class TiledObjective:
     """J and dJ/dx of `module`'s cost, exactly, in tiles of about `tile_size` pixels."""
 
-    def __init__(self, module: StyleTransfer, tile_size: int) -> None:
+    def __init__(self, module: Any, tile_size: int) -> None:  # a StyleTransfer (src/transfer/module.py)
         if module.style_loss_kind not in TILED_STYLE_LOSSES:
             raise UserError(
                 f"style_loss={module.style_loss_kind} cannot be computed in tiles (it sorts all of a layer's "
@@ -175,7 +174,7 @@ class TiledObjective:
     def compute_targets(self) -> None:
         """The module's content activations, style statistics and layer masks, computed in tiles."""
         module = self.module
-        source: torch.Tensor = module.content_image  # type: ignore[assignment]
+        source: torch.Tensor = module.content_image
         content_image = module.view(source)
         content: dict[str, torch.Tensor] = {}
         for tile in self.tiles:

@@ -55,7 +55,7 @@ class SheetLayout:
     cell: tuple[int, int]  # one cell incl. its caption (width, height)
     size: tuple[int, int]  # the whole sheet
     title_lines: list[str]
-    title_fonts: list[ImageFont.ImageFont]
+    title_fonts: list[ImageFont.FreeTypeFont]
     col_labels: list[list[str]]
     row_labels: list[list[str]]
     row_label_width: int
@@ -73,7 +73,7 @@ def text_scale(box: tuple[int, int]) -> float:
     return min(1.6, max(1.0, box[0] / 256))
 
 
-def sheet_fonts(scale: float) -> tuple[ImageFont.ImageFont, ImageFont.ImageFont, ImageFont.ImageFont]:
+def sheet_fonts(scale: float) -> tuple[ImageFont.FreeTypeFont, ImageFont.FreeTypeFont, ImageFont.FreeTypeFont]:
     """(label, title, caption) fonts."""
     return (
         font(round(LABEL_FONT * scale), bold=True),
@@ -129,7 +129,7 @@ def sheet_layout(axes: Sequence[tuple[str, Sequence[str]]], box: tuple[int, int]
     grid_width = len(cols) * cell[0] + (len(cols) - 1) * GAP
     x0 = PAD + (row_label_width + GAP if row_label_width else 0)
     title_lines: list[str] = []
-    title_fonts: list[ImageFont.ImageFont] = []
+    title_fonts: list[ImageFont.FreeTypeFont] = []
     room = max(x0 + grid_width - PAD, 360)
     for number, paragraph in enumerate(title.splitlines() if title else []):
         typeface = title_font if number == 0 else font(round(SUBTITLE_FONT * scale))
@@ -200,7 +200,7 @@ def draw_cell(
     row: int,
     col: int,
     cell: Cell,
-    caption_font: ImageFont.ImageFont,
+    caption_font: ImageFont.FreeTypeFont,
 ) -> None:
     left, top, right, bottom = layout.image_box(row, col)
     if cell.status == "completed" and cell.image is not None:

@@ -7,6 +7,7 @@ import os
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from src.common.files import atomic_path
 from src.common.terms import LOGGED_TERMS
@@ -50,7 +51,7 @@ def plot_losses(history: Mapping[str, Sequence[tuple[int, float]]], path: str | 
             axes.plot([], [], linestyle="none", label=f"{label} = 0")
             continue
         if key in MAIN_TERMS:
-            style = dict(color=MAIN_COLOURS[key], linewidth=2.2 if key == "loss/total" else 1.6)
+            style: dict[str, Any] = dict(color=MAIN_COLOURS[key], linewidth=2.2 if key == "loss/total" else 1.6)
         else:
             style = dict(linewidth=1.0, linestyle="--", alpha=0.9, color=layer_colours.get(key))
         marker = "o" if markers else None

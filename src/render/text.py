@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Sequence
 from functools import cache
+from typing import cast
 
 from PIL import Image, ImageFont
 
 
 @cache
-def font(size: int, bold: bool = False) -> ImageFont.ImageFont:
+def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
     """DejaVu Sans (shipped with matplotlib) at `size` px; Pillow's own font as a fallback."""
     try:
         from matplotlib import font_manager
@@ -19,19 +22,19 @@ def font(size: int, bold: bool = False) -> ImageFont.ImageFont:
         )
         return ImageFont.truetype(path, size)
     except Exception:  # pragma: no cover - matplotlib is a dependency; stay drawable without it
-        return ImageFont.load_default(size)
+        return cast(ImageFont.FreeTypeFont, ImageFont.load_default(size))  # FreeType: in Pillow's wheels
 
 
-def text_width(text: str, typeface: ImageFont.ImageFont) -> int:
+def text_width(text: str, typeface: ImageFont.FreeTypeFont) -> int:
     return int(math.ceil(typeface.getlength(text))) if text else 0
 
 
-def line_height(typeface: ImageFont.ImageFont) -> int:
+def line_height(typeface: ImageFont.FreeTypeFont) -> int:
     ascent, descent = typeface.getmetrics()
     return ascent + descent + 2
 
 
-def wrap(text: str, typeface: ImageFont.ImageFont, width: int, max_lines: int | None = None) -> list[str]:
+def wrap(text: str, typeface: ImageFont.FreeTypeFont, width: int, max_lines: int | None = None) -> list[str]:
     """Break `text` into lines no wider than `width` px (long words are cut); '…' marks a cut tail."""
     lines: list[str] = []
     for paragraph in str(text).splitlines() or [""]:
@@ -104,3 +107,20 @@ def pretty_value(value: str) -> str:
 def pretty_override(override: str) -> str:
     key, sep, value = override.partition("=")
     return f"{key}={pretty_value(value)}" if sep else override
+
+
+def distinct_labels(values: Sequence[str]) -> list[str]:
+    """Labels for values that share a long start or end, keeping the part that tells them apart:
+    file paths lose their common folder (`~/art/a/monet.jpg` -> `monet.jpg`), Hydra's quotes
+    around a value go, and the rest is left as it is."""
+    plain = [
+        value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value for value in values
+    ]
+    if len(plain) > 1 and all("/" in value for value in plain):
+        names = [value.rstrip("/").rsplit("/", 1)[-1] for value in plain]
+        if len(set(names)) == len(names):
+            return names
+        prefix = os.path.commonpath(plain) if all(v.startswith("/") for v in plain) else ""
+        if prefix:
+            return [value[len(prefix) :].lstrip("/") for value in plain]
+    return plain

@@ -143,7 +143,7 @@ def read_sweep(sweep_dir: str | os.PathLike) -> Sweep:
             placed[index] = job
     results = []
     for number, index in enumerate(itertools.product(*[range(n) for n in shape])):
-        job = placed.get(index)
+        job = placed.get(index)  # type: ignore[assignment]  # None: handled next
         if job is None:
             overrides = [f"{key}={values[i]}" for (key, values), i in zip(axes, index)]
             job = JobResult(number, None, overrides, "not run", "no job folder for these overrides")

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from src.common.files import atomic_path
 from src.common.terms import LOSS_TERMS
 from src.render.contact_sheet import Cell, SheetLayout, draw_contact_sheet
-from src.render.text import pretty_override, pretty_value, short_number
+from src.render.text import distinct_labels, pretty_override, pretty_value, short_number
 from src.sweeps.read import (
     JobResult,
     Sweep,
@@ -75,7 +75,7 @@ def cells(sweep: Sweep) -> dict[tuple[int, int], Cell]:
 
 def contact_sheet(sweep: Sweep) -> tuple[Any, SheetLayout]:
     """The sheet image and its layout (rows and columns as laid out by the swept parameters)."""
-    axes = [(key, [pretty_value(v) for v in values]) for key, values in sweep.axes]
+    axes = [(key, distinct_labels([pretty_value(v) for v in values])) for key, values in sweep.axes]
     return draw_contact_sheet(axes, cells(sweep), sheet_title(sweep))
 
 

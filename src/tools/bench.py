@@ -24,9 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -73,12 +73,12 @@ class StepClock(pl.Callback):
         now = time.perf_counter()
         self.times.append(now - self.started - self.paused)
         if self.evaluate is not None:
-            self.losses.append(self.evaluate(module.image.detach()))
+            self.losses.append(self.evaluate(cast(torch.Tensor, module.image).detach()))
             trainer.should_stop = self.losses[-1] <= self.target
             self.paused += time.perf_counter() - now
 
     def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.image = module.image.detach().clone()  # after the last step's time was taken
+        self.image = cast(torch.Tensor, module.image).detach().clone()  # after the last step's time was taken
 
 
 def median_step_seconds(times: list[float]) -> float:
@@ -217,7 +217,7 @@ def run_pastiche(
 
 
 def time_to_quality(
-    size: int, pastiche_steps: int, modes: dict[str, list[str]], images: list[str] = ()
+    size: int, pastiche_steps: int, modes: dict[str, list[str]], images: Sequence[str] = ()
 ) -> list[dict[str, Any]]:
     """Pastiche runs `pastiche_steps`; each of our modes runs until its image, evaluated in
     fp32, is as good (at most 3x pastiche's steps). Wall times include model load and targets.
@@ -261,7 +261,7 @@ def time_to_quality(
             judged = StepClock(judge, their_loss)
             our_run(label + " judged", overrides, 3 * pastiche_steps, judged)
             reached = next((step for step, loss in enumerate(judged.losses) if loss <= their_loss), None)
-            row = {
+            row: dict[str, Any] = {
                 "mode": label,
                 "overrides": overrides,
                 "images": list(images),

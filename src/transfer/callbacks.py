@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -59,9 +59,9 @@ class Snapshots(pl.Callback):
 
     def save(self, trainer: pl.Trainer, module: pl.LightningModule, step: int) -> None:
         self.frames = [frame for frame in self.frames if frame[0] != step]
-        path = save_image(module.image, self.directory / f"step_{step:05d}.png")
+        path = save_image(cast(torch.Tensor, module.image), self.directory / f"step_{step:05d}.png")
         self.frames.append((step, path))
-        image = to_pil(module.image)
+        image = to_pil(cast(torch.Tensor, module.image))
         for logger in trainer.loggers:
             log_image(logger, "snapshot", image, step, caption=f"step {step}")
 
@@ -70,8 +70,8 @@ class LossHistory(pl.Callback):
     """Every loss component at every step: handed to the loggers and kept for loss.png.
 
     The terms are read off the device once a step (`module.step_terms`, one stacked copy).
-    Lightning's `self.log` costs about 0.7 ms a key on this CPU (a dozen keys a step: a
-    quarter of a small step, and more than a whole GPU step).
+    Lightning's `self.log` re-walks its result store at every call, which for a dozen keys a
+    step costs a good part of a small step, and more than a whole GPU step.
 
     The loss computed during update k is that of the image after k-1 updates, so it is
     recorded at step k-1; the final evaluation adds the point at the last step.
@@ -98,7 +98,7 @@ class LossHistory(pl.Callback):
         before the checkpoint back, so that it is the file an uninterrupted run writes."""
         if not self.restored:
             return
-        rows: dict[int, dict[str, float]] = {}
+        rows: dict[int, dict[str, torch.Tensor | float]] = {}
         for key, points in self.history.items():
             for step, value in points:
                 if step < trainer.global_step:
@@ -110,7 +110,7 @@ class LossHistory(pl.Callback):
                 logger.save()
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: object) -> None:
-        terms = module.step_terms
+        terms = cast(dict[str, torch.Tensor], module.step_terms)
         step = trainer.global_step - 1
         self.latest = dict(zip(terms, torch.stack(list(terms.values())).tolist()))
         for key, value in self.latest.items():
@@ -132,7 +132,7 @@ class RunRecord(pl.Callback):
     fails, still writes loss.png and progress.gif of what it got through."""
 
     def __init__(self, cfg: DictConfig, output_dir: Path) -> None:
-        self.config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+        self.config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
         self.config_text = OmegaConf.to_yaml(cfg, resolve=True)
         self.title = plot_title(cfg)
         self.output_dir = Path(output_dir)
@@ -140,15 +140,15 @@ class RunRecord(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         for logger in trainer.loggers:
             log_config(logger, self.config, self.config_text)
-            log_image(logger, "input/content", to_pil(module.content_image), 0, caption="content")
-            log_image(logger, "input/style", to_pil(module.style_image), 0, caption="style")
+            log_image(logger, "input/content", to_pil(cast(torch.Tensor, module.content_image)), 0, caption="content")
+            log_image(logger, "input/style", to_pil(cast(torch.Tensor, module.style_image)), 0, caption="style")
 
     def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
         write_run_pictures(trainer, module, self.output_dir, final=None)
 
 
 def find_callback(trainer: pl.Trainer, kind: type) -> Any:
-    return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
+    return next((c for c in trainer.callbacks if isinstance(c, kind)), None)  # type: ignore[attr-defined]
 
 
 def plot_title(cfg: DictConfig) -> str:
@@ -189,7 +189,7 @@ def write_run_pictures(
         if snapshots and snapshots.frames:
             frames: list[tuple[int, Any]] = list(snapshots.frames)
             if frames[-1][0] != step:
-                frames.append((step, to_pil(module.image)))
+                frames.append((step, to_pil(cast(torch.Tensor, module.image))))
             write_progress_gif(
                 frames, output_dir / PROGRESS_GIF, total_steps=trainer.max_steps if final is None else step
             )
@@ -236,7 +236,7 @@ def log_final(trainer: pl.Trainer, module: pl.LightningModule, metrics: dict[str
     final_terms.update({f"loss/style/{k}": v for k, v in (metrics.get("final_style_layers") or {}).items()})
     write_run_pictures(trainer, module, output_dir, final=final_terms)
     step = trainer.global_step
-    image = to_pil(module.image)
+    image = to_pil(cast(torch.Tensor, module.image))
     summary = {
         key: value
         for key, value in flatten(metrics).items()

@@ -11,6 +11,7 @@ import os
 import signal
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import pytorch_lightning as pl
 
@@ -56,7 +57,7 @@ class StopOnSignal(pl.Callback):
     def __init__(self) -> None:
         self.received: int | None = None
         self._trainer: pl.Trainer | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is not None and signum == signal.SIGINT:

@@ -73,8 +73,8 @@ def current_job() -> JobInfo:
         axes = read_axes(sweep_dir)
         keys = [key for key, _ in axes] if axes is not None else [split_override(o)[0] for o in overrides]
         swept = [o for o in overrides if split_override(o)[0] in keys]
-    num = hydra_cfg.job.get("num")
-    output_dir = hydra_cfg.runtime.get("output_dir")
+    num = hydra_cfg.job.get("num")  # type: ignore[attr-defined]  # a DictConfig at run time
+    output_dir = hydra_cfg.runtime.get("output_dir")  # type: ignore[attr-defined]
     return JobInfo(
         multirun,
         int(num) if num is not None else None,

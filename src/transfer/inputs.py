@@ -89,6 +89,9 @@ def load_inputs(cfg: DictConfig) -> Inputs:
     content = load_image(resolve_input_path(cfg.content.path), role="content")
     entries = style_entries(cfg)
     total = sum(weight for _, _, weight, _ in entries)
+    styles: list[StyleInput]
+    names: list[str]
+    mask: str | Image.Image | None
     styles, names = [], []
     for key, path, weight, mask in entries:
         image = load_image(resolve_style_path(path), role="style" if key == "style" else key)

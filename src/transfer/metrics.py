@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -51,7 +51,7 @@ def collect_metrics(
         "width": int(width),
         "device": str(module.device),
         "compute_dtype": str(module.backbone.compute_dtype).removeprefix("torch."),
-        **({"tiling": module.tiling_summary()} if hasattr(module, "tiling_summary") else {}),
+        **({"tiling": cast(Any, module).tiling_summary()} if hasattr(module, "tiling_summary") else {}),
         # Several styles: each one's share of the final style term (they sum to final.style).
         **(
             {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import torch
@@ -21,7 +22,7 @@ OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 # The optimiser sees J times a constant that makes the largest pixel gradient at the start
 # equal to this. torch's L-BFGS is scale-invariant except for its raw-gradient steps (the first one,
 # and whenever a curvature pair is rejected by torch's absolute 1e-10 threshold); unscaled,
-# those move pixels by millions and the run diverges (seen at beta=1e5).
+# those move pixels by millions and a strongly weighted run diverges.
 START_GRADIENT = 0.01
 
 
@@ -62,6 +63,11 @@ class StyleTransfer(pl.LightningModule):
     so that layer weights are real shares and beta means the same for every painting;
     `gatys` keeps the raw terms.
     """
+
+    # Buffers registered in __init__ (nn.Module's __getattr__ types them as Tensor | Module).
+    content_image: torch.Tensor
+    style_image: torch.Tensor
+    ema_image: torch.Tensor | None
 
     def __init__(
         self,
@@ -210,7 +216,9 @@ class StyleTransfer(pl.LightningModule):
                     self.style_loss_kind,
                     features[name],
                     self.style_target_sets[index][name],
-                    None if self.layer_masks[index] is None else self.layer_masks[index][name],
+                    None
+                    if self.layer_masks[index] is None
+                    else cast(dict[str, torch.Tensor], self.layer_masks[index])[name],
                 )
                 for index in range(len(self.style_weights))
             ]
@@ -226,7 +234,9 @@ class StyleTransfer(pl.LightningModule):
         evaluation (src/nst/tiling.py), which computes the same distances tile by tile."""
         any_term = next(iter(content.values()))
         terms: dict[str, torch.Tensor] = {}
-        content_term = sum(w * self.content_norms[n] * content[n] for n, w in self.content_layers.items())
+        content_term = cast(
+            torch.Tensor, sum(w * self.content_norms[n] * content[n] for n, w in self.content_layers.items())
+        )
         total_style = any_term.new_zeros(())
         per_style = [any_term.new_zeros(()) for _ in self.style_weights]
         for name, weight in self.style_layers.items():
@@ -236,6 +246,7 @@ class StyleTransfer(pl.LightningModule):
                 if len(self.style_weights) > 1:
                     per_style[index] = per_style[index] + part
                 term = part if term is None else term + part
+            assert term is not None  # style_weights is never empty
             terms[f"loss/style/{name}"] = term
             total_style = total_style + term
         if len(self.style_weights) > 1:
@@ -292,7 +303,7 @@ class StyleTransfer(pl.LightningModule):
         self.last_good_step = self.global_step
         return loss * self.loss_scale
 
-    def optimizer_step(self, *args: object, **kwargs: object) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
         # Clamp here, before any callback (snapshots, checkpoints) sees the step's image.
         with torch.no_grad():
@@ -301,6 +312,7 @@ class StyleTransfer(pl.LightningModule):
                 # Adam's per-pixel steps can move the chroma; put the content's back.
                 self.image.copy_(with_chroma(self.image, self.content_image))
             if self.ema:
+                assert self.ema_image is not None  # registered when ema > 0
                 self.ema_image.mul_(self.ema).add_(self.image, alpha=1.0 - self.ema)
                 self.ema_weight = self.ema * self.ema_weight + (1.0 - self.ema)
 
@@ -308,12 +320,14 @@ class StyleTransfer(pl.LightningModule):
         """The result: the image, or its moving average over the last steps (ema > 0)."""
         if not self.ema or self.ema_weight == 0.0:
             return self.image.detach()
+        assert self.ema_image is not None  # registered when ema > 0
         return (self.ema_image / self.ema_weight).clamp(0.0, 1.0)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("backbone.")}
         checkpoint["style_transfer"] = {"loss_scale": self.loss_scale, "initial_losses": self.initial_losses}
         if self.ema:
+            assert self.ema_image is not None  # registered when ema > 0
             checkpoint["style_transfer"]["ema"] = {
                 "image": self.ema_image.detach().cpu().clone(),
                 "weight": self.ema_weight,
@@ -324,6 +338,7 @@ class StyleTransfer(pl.LightningModule):
         self.loss_scale = saved["loss_scale"]
         self.initial_losses = saved["initial_losses"]
         if self.ema and "ema" in saved:
+            assert self.ema_image is not None  # registered when ema > 0
             self.ema_image.copy_(saved["ema"]["image"])
             self.ema_weight = saved["ema"]["weight"]
 

@@ -73,7 +73,7 @@ def optimizer_options(target: str) -> list[str]:
         cls = get_class(target)
     except Exception:
         raise UserError(f"optimizer._target_={target}: no such optimizer class") from None
-    signature = inspect.signature(cls.__init__)
+    signature = inspect.signature(cls.__init__)  # type: ignore[misc]
     return [
         name
         for name, p in signature.parameters.items()

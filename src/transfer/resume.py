@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -49,7 +50,7 @@ def resumed_run(command: DictConfig | str, overrides: list[str] | None = None) -
     """
     run_dir = command if isinstance(command, str) else str(command.resume)
     folder = run_folder(run_dir)
-    cfg = OmegaConf.load(folder / ".hydra" / "config.yaml")
+    cfg = cast(DictConfig, OmegaConf.load(folder / ".hydra" / "config.yaml"))
     refused = []
     for override in overrides or []:
         key = override_key(override)

@@ -61,6 +61,11 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
 class ActivationMaximization(pl.LightningModule):
     """The only trainable parameter is a batch of images, one per unit, RGB in [0, 1]."""
 
+    # Buffers registered in __init__.
+    units: torch.Tensor
+    scale: torch.Tensor
+    grey: torch.Tensor
+
     def __init__(
         self,
         backbone: VGG19Features,
@@ -132,7 +137,7 @@ class ActivationMaximization(pl.LightningModule):
         return features[rows, self.units, self.index, self.index]
 
     def training_step(self, batch: object, batch_index: int) -> torch.Tensor:
-        image = self.image
+        image: torch.Tensor = self.image
         if self.jitter > 0:
             dy, dx = (int(v) for v in torch.randint(-self.jitter, self.jitter + 1, (2,), generator=self.generator))
             image = torch.roll(image, shifts=(dy, dx), dims=(2, 3))

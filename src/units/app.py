@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -118,6 +118,7 @@ def requested_units(cfg: DictConfig, layers: list[str], channels: dict[str, int]
         return {name: None for name in layers}
     if isinstance(units, int) and not isinstance(units, bool):
         units = [units]
+    wanted: dict[str, list[int] | None]
     if isinstance(units, ListConfig):
         wanted = {name: list(units) for name in layers}
     elif isinstance(units, DictConfig):
@@ -144,7 +145,7 @@ def patches_per_image(setting: int | str | None, k: int, images: int) -> int | N
     """
     if setting == "auto":
         return max(1, min(k, math.ceil(3 * k / max(images, 1))))
-    return setting or None
+    return cast("int | None", setting or None)
 
 
 def image_folder(cfg: DictConfig) -> tuple[Path, list[Path]]:
@@ -192,7 +193,7 @@ def patch_records(result: SearchResult, top: LayerTopK, unit: int) -> list[dict[
         width, height = result.view_size(image, scale)
         box = top.rf.box(y, x)
         clipped = top.rf.clipped_box(y, x, width, height)
-        original_w, original_h = result.sizes[image]
+        original_w, original_h = cast(tuple[int, int], result.sizes[image])  # known for a found patch
         sx, sy = original_w / width, original_h / height
         records.append(
             {
@@ -314,7 +315,7 @@ def visualize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
         for position, unit in enumerate(units):
             records = patch_records(result, top, unit)
             patches = [crop_patch(scanned(r["image"], tuple(r["scanned_size"])), tuple(r["box"])) for r in records]
-            entry = {"unit": unit, "mean_activation": float(top.mean[unit]), "patches": records}
+            entry: dict[str, Any] = {"unit": unit, "mean_activation": float(top.mean[unit]), "patches": records}
             extra = None
             if maximised is not None:
                 extra = maximised["crops"][position]
@@ -372,7 +373,7 @@ def maximize(
     """Activation-maximisation images for `units`, scaled by each unit's best real activation."""
     from src.units.activation_max import maximize_units
 
-    settings = OmegaConf.to_container(cfg.maximize)
+    settings = cast(dict[str, Any], OmegaConf.to_container(cfg.maximize))
     settings.pop("enabled")
     steps = settings.pop("steps")
     best = [max(float(top.values[u, 0]), 1e-3) for u in units]
@@ -409,7 +410,7 @@ def log_grids(cfg: DictConfig, output_dir: Path, grids: dict[str, Path]) -> None
     logger = instantiate(cfg.logger, save_dir=str(output_dir))
     succeeded = False
     try:
-        log_config(logger, OmegaConf.to_container(cfg, resolve=True), OmegaConf.to_yaml(cfg))
+        log_config(logger, cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)), OmegaConf.to_yaml(cfg))
         for name, path in [*grids.items(), ("overview", output_dir / "overview.png")]:
             with Image.open(path) as image:
                 log_image(logger, f"units/{name}", image.convert("RGB"), step=0, caption=path.name)

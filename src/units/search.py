@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -155,11 +156,11 @@ def view_candidates(
     work = flat.clone() if flat.data_ptr() == activations.data_ptr() else flat
     rows = torch.arange(h, device=flat.device)
     cols = torch.arange(w, device=flat.device)
-    values, ys, xs = [], [], []
+    values, ys, xs = [], [], []  # type: ignore[assignment]  # a list here, a tensor above
     for _ in range(picks):
         value, index = work.max(dim=1)
         y, x = index // w, index % w
-        values.append(value), ys.append(y), xs.append(x)
+        values.append(value), ys.append(y), xs.append(x)  # type: ignore[attr-defined, func-returns-value]
         near_rows = (rows[None, :] - y[:, None]).abs() <= radius  # (NC, H)
         near_cols = (cols[None, :] - x[:, None]).abs() <= radius  # (NC, W)
         work.view(n * c, h, w).masked_fill_(near_rows[:, :, None] & near_cols[:, None, :], -math.inf)
@@ -204,10 +205,10 @@ def merge_scales(
     center_x = (float(rf.start) + both.x * rf.stride + 0.5) * ratio - 0.5
     size = rf.size * ratio
     work = both.values.clone()
-    chosen, values = [], []
+    chosen, values = [], cast(Any, [])  # a list of (C, 1) tensors, then their concatenation
     for _ in range(picks):
         value, best = work.max(dim=1, keepdim=True)  # value is -inf once all are taken or suppressed
-        chosen.append(best), values.append(value)
+        chosen.append(best), values.append(value)  # type: ignore[func-returns-value]
         if spacing > 0:
             reach = spacing * torch.maximum(size, size.gather(1, best))
             near = ((center_y - center_y.gather(1, best)).abs() < reach) & (
@@ -300,7 +301,7 @@ class SearchResult:
     skipped: list[str]  # "name: reason" of unreadable files
 
     def view_size(self, image: int, scale: int) -> tuple[int, int]:
-        return scaled_size(*self.sizes[image], self.scales[scale])
+        return scaled_size(*cast(tuple[int, int], self.sizes[image]), self.scales[scale])
 
 
 def search_units(
@@ -371,7 +372,10 @@ def _search_batch(backbone, items, state, radius, picks, spacing, min_inside, ba
                 activations = outputs[name].float()
                 state[name].add_sums(activations)
                 allowed = allowed_positions(
-                    state[name].rf, tuple(activations.shape[-2:]), tuple(images.shape[-2:]), min_inside
+                    state[name].rf,
+                    tuple(activations.shape[-2:]),
+                    cast(tuple[int, int], tuple(images.shape[-2:])),
+                    min_inside,
                 )
                 values, ys, xs = view_candidates(activations, picks, radius[name], allowed)
                 for j, (i, s) in enumerate(chunk):
