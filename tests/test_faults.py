@@ -66,8 +66,10 @@ def test_bad_content_file_fails_before_model_loads(tmp_path):
 
 
 def test_impossible_sizes_are_refused_with_the_limit(tmp_path):
-    result = run_cli("size=1000000", "logger=none", f"hydra.run.dir={tmp_path / 'a'}")
-    assert result.returncode == 2 and "GiB" in result.stderr and "smaller size" in result.stderr
+    # Refused before any level of the coarse-to-fine schedule runs, naming a size that fits.
+    result = run_cli("size=1000000", "logger=none", f"hydra.run.dir={tmp_path / 'a'}", timeout=120)
+    assert result.returncode == 2 and "GiB" in result.stderr and "size=1000000" in result.stderr
+    assert "fits" in result.stderr and not (tmp_path / "a" / "levels").exists()
     panorama = tmp_path / "panorama.png"
     Image.new("RGB", (400, 40), (90, 120, 200)).save(panorama)
     result = run_cli("size=64", f"content.path={panorama}", "logger=none", f"hydra.run.dir={tmp_path / 'b'}")

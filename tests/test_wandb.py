@@ -112,16 +112,29 @@ def test_wandb_sweep_gives_one_offline_run_per_job(tmp_path):
         assert run.summary["steps"] == 4 and "wall_seconds" in run.summary
 
 
-def test_failed_run_is_finished_with_exit_code_1(tmp_path):
+def test_failed_run_is_finished_with_exit_code_1(tmp_path, monkeypatch):
+    """A run that fails after its W&B run started (here: an error at step 2) finishes it with exit code 1."""
+    from hydra import compose, initialize_config_dir
+
+    from src.transfer.module import StyleTransfer
+    from src.transfer.runner import stylize
+
+    original = StyleTransfer.training_step
+
+    def fails_at_step_2(self, batch, index):
+        if self.global_step >= 2:
+            raise RuntimeError("failed at step 2")
+        return original(self, batch, index)
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setattr(StyleTransfer, "training_step", fails_at_step_2)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["logger=wandb", *TINY])
     run_dir = tmp_path / "run"
-    result = run_cli(
-        "logger=wandb", "optimizer=adam", "optimizer.lr=-1", *TINY, f"hydra.run.dir={run_dir}", timeout=300
-    )
-    assert result.returncode != 0
-    assert "Invalid learning rate" in result.stderr
-    run = OfflineRun(run_dir)
-    assert run.exit_code == 1
-    assert run.run.display_name.startswith("optimizer=adam,optimizer.lr=-1,size=32")  # logger=... left out
+    with pytest.raises(RuntimeError, match="failed at step 2"):
+        stylize(cfg, run_dir)
+    assert OfflineRun(run_dir).exit_code == 1
 
 
 def test_no_login_means_offline_without_prompting(tmp_path):

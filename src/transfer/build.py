@@ -65,30 +65,7 @@ def build_module(
     """
     size = size or cfg.size
     inputs = inputs or load_inputs(cfg)
-    # Sizes are checked before resizing: an impossible size must not allocate anything.
-    width, height = size_for_long_side(*inputs.content.size, size)
-    if size == cfg.size:
-        warn_if_enlarged("content", inputs.content.size, (width, height))
-    style_long = style_long_side(cfg, size)
-    style_sizes = [size_for_long_side(*style.image.size, style_long) for style in inputs.styles]
-    layers = [*cfg.layers.content, *cfg.layers.style]
-    check_large_enough(height, width, layers, "content")
-    for style_width, style_height in dict.fromkeys(style_sizes):
-        check_large_enough(style_height, style_width, list(cfg.layers.style), "style")
-    history = int(cfg.optimizer.get("history_size", 0))
-    compute_dtype = resolve_compute_dtype(cfg.device.compute_dtype, target_device(cfg.device.accelerator))
-    plan = plan_run(
-        height,
-        width,
-        layers,
-        list(cfg.layers.content),
-        history,
-        cfg.device.accelerator,
-        size,
-        compute_dtype,
-        cfg.get("tile_size"),
-        list(dict.fromkeys(style_sizes)),
-    )
+    width, height, style_sizes, layers, history, compute_dtype, plan = plan_level(cfg, inputs, size)
     content = to_tensor(resize(inputs.content, (width, height)))
     styles = [to_tensor(resize(style.image, dims)) for style, dims in zip(inputs.styles, style_sizes)]
     styles = prepare_styles(cfg, styles, content)
@@ -133,3 +110,35 @@ def build_module(
         ema=float(cfg.get("ema", 0.0)),
         normalization=cfg.get("normalization", "gatys"),
     )
+
+
+def plan_level(
+    cfg: DictConfig, inputs: Inputs, size: int
+) -> tuple[int, int, list[tuple[int, int]], list[str], int, str, Any]:
+    """The sizes of a run (or pyramid level) of long side `size`, checked before anything is
+    allocated: large enough for the deepest layer, and a memory plan that fits (else a one-line
+    error naming a size that does)."""
+    width, height = size_for_long_side(*inputs.content.size, size)
+    if size == cfg.size:
+        warn_if_enlarged("content", inputs.content.size, (width, height))
+    style_long = style_long_side(cfg, size)
+    style_sizes = [size_for_long_side(*style.image.size, style_long) for style in inputs.styles]
+    layers = [*cfg.layers.content, *cfg.layers.style]
+    check_large_enough(height, width, layers, "content")
+    for style_width, style_height in dict.fromkeys(style_sizes):
+        check_large_enough(style_height, style_width, list(cfg.layers.style), "style")
+    history = int(cfg.optimizer.get("history_size", 0))
+    compute_dtype = resolve_compute_dtype(cfg.device.compute_dtype, target_device(cfg.device.accelerator))
+    plan = plan_run(
+        height,
+        width,
+        layers,
+        list(cfg.layers.content),
+        history,
+        cfg.device.accelerator,
+        size,
+        compute_dtype,
+        cfg.get("tile_size"),
+        list(dict.fromkeys(style_sizes)),
+    )
+    return width, height, style_sizes, layers, history, compute_dtype, plan

@@ -19,7 +19,7 @@ from src.common.images import (
 )
 from src.common.terms import main_terms
 from src.nst.pyramid import auto_plan, describe, level_sizes, level_steps
-from src.transfer.build import build_module
+from src.transfer.build import build_module, plan_level
 from src.transfer.callbacks import loss_callbacks
 from src.transfer.checkpoints import (
     StopOnSignal,
@@ -61,6 +61,8 @@ def coarse_to_fine(
     checkpoint continues the finest level from it without running the coarse ones again.
     """
     inputs = load_inputs(cfg)
+    for size, _ in reversed(plan):  # every level, the finest first, is checked before the first runs
+        plan_level(cfg, inputs, size)
     backbone = None
     levels: list[dict[str, Any]] = []
     image = None
