@@ -14,7 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from src.common.errors import UserError
 from src.common.files import atomic_path
-from src.common.paths import path_problem
+from src.common.paths import check_input_file
 
 # Refuse images whose decoded size would not fit comfortably in memory (PIL's own bomb
 # check warns at ~89 Mpx and errors at twice that; we error at the warning level).
@@ -25,13 +25,7 @@ MIN_SIZE = 32
 def check_image_file(path: str | os.PathLike, role: str) -> Path:
     """Fail with a one-line message if `path` is not a readable image file."""
     path = Path(path)
-    problem = path_problem(path)
-    if problem is not None:
-        raise UserError(f"{role} image {problem}: {path}")
-    if path.is_dir():
-        raise UserError(f"{role} image path is a directory, not a file: {path}")
-    if path.stat().st_size == 0:
-        raise UserError(f"{role} image is an empty (zero-byte) file: {path}")
+    check_input_file(path, f"{role} image")
     try:
         with Image.open(path) as image:
             width, height = image.size

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from src.common.errors import UserError
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ASSETS_DIR = PROJECT_ROOT / "assets"
 
@@ -56,3 +58,15 @@ def path_problem(path: str | os.PathLike[str]) -> str | None:
             return "is a symbolic link loop"
         return f"cannot be read ({error.strerror or error})"
     return None
+
+
+def check_input_file(path: Path, what: str) -> None:
+    """A one-line error naming `what` (e.g. "content image", "video") when `path` is not a file
+    to read: missing, a broken link or a link loop, unreadable, a folder, or empty."""
+    problem = path_problem(path)
+    if problem is not None:
+        raise UserError(f"{what} {problem}: {path}")
+    if path.is_dir():
+        raise UserError(f"{what} path is a directory, not a file: {path}")
+    if path.stat().st_size == 0:
+        raise UserError(f"{what} is an empty (zero-byte) file: {path}")

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +20,7 @@ from src.common.images import load_image
 from src.common.paths import PROJECT_ROOT, asset_path
 from src.render.strip import side_by_side
 from src.render.text import pretty_value
+from src.tools.runs import cached_run
 
 RUNS = PROJECT_ROOT / "outputs" / "controls"
 SKY = "docs/images/tubingen_sky_mask.png"
@@ -97,35 +95,11 @@ def figures(size: int, steps: int, beta: float) -> dict[str, list[tuple[str, str
 
 
 def run(name: str, overrides: list[str], size: int, steps: int, beta: float) -> Path:
-    folder = RUNS / f"{size}px_beta{pretty_value(f'{beta:e}')}" / name
-    if (folder / "final.png").is_file():
-        return folder
-    if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
     # The raw terms these pictures and the numbers of docs/controls.md were made with (the
     # default normalization=relative would need another beta: docs/style_weights.md).
-    command = [
-        sys.executable,
-        "-m",
-        "src.run",
-        f"size={size}",
-        f"steps={steps}",
-        f"beta={pretty_value(f'{beta:e}')}",
-        "logger=none",
-        "checkpoint_every=0",
-        "normalization=gatys",
-        *overrides,
-        f"hydra.run.dir={folder}",
-    ]
-    print(" ".join(command[1:]), flush=True)
-    started = time.perf_counter()
-    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
-    print(f"  {time.perf_counter() - started:.0f} s", flush=True)
-    return folder
+    beta_text = pretty_value(f"{beta:e}")
+    settings = [f"size={size}", f"steps={steps}", f"beta={beta_text}", "normalization=gatys", *overrides]
+    return cached_run(name, RUNS / f"{size}px_beta{beta_text}" / name, settings)
 
 
 def save_small(picture: Image.Image, path: Path, limit: int = 300_000) -> None:

@@ -18,9 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,6 +30,7 @@ from src.common.images import load_image, to_tensor
 from src.common.paths import PROJECT_ROOT, asset_path
 from src.nst.losses import RELATIVE_STYLE_UNIT
 from src.render.text import font
+from src.tools.runs import cached_run
 
 RUNS = PROJECT_ROOT / "outputs" / "style_weights"
 CONTENT = "content/tubingen.jpg"
@@ -69,31 +67,7 @@ def style_file(name: str) -> Path:
 
 def run(name: str, overrides: list[str], size: int, steps: int) -> Path:
     """`python -m src.run` with these overrides into RUNS/<name> (kept; a finished run is reused)."""
-    folder = RUNS / f"{size}px_{steps}steps" / name
-    if (folder / "final.png").is_file():
-        return folder
-    command = [
-        sys.executable,
-        "-m",
-        "src.run",
-        f"size={size}",
-        f"steps={steps}",
-        "logger=none",
-        "checkpoint_every=0",
-        *overrides,
-        f"hydra.run.dir={folder}",
-    ]
-    print(" ".join(command[1:]), flush=True)
-    if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
-    started = time.perf_counter()
-    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
-    print(f"  {time.perf_counter() - started:.0f} s", flush=True)
-    return folder
+    return cached_run(name, RUNS / f"{size}px_{steps}steps" / name, [f"size={size}", f"steps={steps}", *overrides])
 
 
 class Judge:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from src.common.errors import UserError
+from src.common.paths import check_input_file
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,7 @@ class Frame:
 
 
 def _open(path: Path) -> av.container.InputContainer:
-    if not path.exists():
-        raise UserError(f"video not found: {path}")
-    if path.is_dir():
-        raise UserError(f"video path is a directory, not a file: {path}")
-    if path.stat().st_size == 0:
-        raise UserError(f"video is an empty (zero-byte) file: {path}")
+    check_input_file(path, "video")
     try:
         return av.open(str(path))
     except av.error.FFmpegError as error:
