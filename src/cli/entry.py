@@ -19,8 +19,10 @@ INTERRUPTED_EXIT = 130
 
 
 def interrupted_while_starting() -> NoReturn:
-    print("error: interrupted while starting; nothing was done", file=sys.stderr)
-    raise SystemExit(INTERRUPTED_EXIT)
+    print("error: interrupted while starting; nothing was done", file=sys.stderr, flush=True)
+    # Nothing to clean up yet, and a library interrupted halfway through its import can turn a normal
+    # exit into a death by SIGINT at shutdown: leave at once with the documented code.
+    os._exit(INTERRUPTED_EXIT)
 
 
 def run_main(main: Callable[[], Any], config_name: str, app: str) -> None:
