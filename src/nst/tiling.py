@@ -19,7 +19,9 @@ One evaluation is two passes over the tiles:
    back-propagated to its crop's pixels. The sums are linear in the tiles' shares, so the
    tiles' gradients add up to the exact dJ/dx.
 
-The TV term is computed on the whole image (three channels: cheap). The style image's
+On several processes (src/nst/distributed.py) each computes the tiles it owns, and the
+leader adds their shares and gradients up in the same order as one process: the same sums,
+bit for bit. The TV term is computed on the whole image (three channels: cheap). The style image's
 targets are computed from statistics summed the same way, so a style image larger than a
 tile works too. The histogram loss sorts all of a layer's activations at once and has no
 form in sums: tiled runs refuse it.
@@ -36,6 +38,7 @@ import torch
 
 from src.backbone.receptive_field import ReceptiveField, feature_size, receptive_fields
 from src.common.errors import UserError
+from src.nst.distributed import GRADIENT, TARGETS, TERMS, TileGroup, leading, owned, split_by_cost
 from src.nst.losses import (
     content_loss,
     content_norm,
@@ -147,10 +150,23 @@ def tile_moments(flat: torch.Tensor, weights: torch.Tensor | None, kind: str) ->
     return moments
 
 
-class TiledObjective:
-    """J and dJ/dx of `module`'s cost, exactly, in tiles of about `tile_size` pixels."""
+def tile_owners(tiles: list[Tile], group: TileGroup | None) -> list[int]:
+    """Each tile's process: balanced by the pixels of their crops (what a tile costs)."""
+    if group is None:
+        return [0] * len(tiles)
+    return split_by_cost([(t.rows.stop - t.rows.start) * (t.cols.stop - t.cols.start) for t in tiles], group.world)
 
-    def __init__(self, module: Any, tile_size: int) -> None:  # a StyleTransfer (src/transfer/module.py)
+
+def add_shares(sums: dict[tuple, torch.Tensor], shares: dict[tuple, torch.Tensor]) -> None:
+    for key, value in shares.items():
+        sums[key] = value if key not in sums else sums[key] + value
+
+
+class TiledObjective:
+    """J and dJ/dx of `module`'s cost, exactly, in tiles of about `tile_size` pixels; on the
+    processes of `group` (None: this one alone), each computing its share of the tiles."""
+
+    def __init__(self, module: Any, tile_size: int, group: TileGroup | None = None) -> None:  # a StyleTransfer
         if module.style_loss_kind not in TILED_STYLE_LOSSES:
             raise UserError(
                 f"style_loss={module.style_loss_kind} cannot be computed in tiles (it sorts all of a layer's "
@@ -167,27 +183,51 @@ class TiledObjective:
         self.sizes = {
             name: (feature_size(height, name, backbone), feature_size(width, name, backbone)) for name in self.layers
         }
+        self.group = group
+        self.owners = tile_owners(self.tiles, group)
+        self.mine = owned(self.owners, group)
+
+    def tiles_of(self, rank: int) -> int:
+        return self.owners.count(rank)
 
     # -- targets --------------------------------------------------------------------------
 
     @torch.no_grad()
     def compute_targets(self) -> None:
         """The module's content activations, style statistics and layer masks, computed in tiles."""
+        if self.group is not None and self.group.leads:
+            height, width = self.module.image.shape[-2:]
+            self.group.announce(TARGETS, max(height, width), self.tile_size)
+        self._compute_targets()
+        self._done()
+
+    def _done(self) -> None:
+        if self.group is not None and self.group.leads:
+            self.group.done()
+
+    def _compute_targets(self) -> None:
         module = self.module
         source: torch.Tensor = module.content_image
         content_image = module.view(source)
-        content: dict[str, torch.Tensor] = {}
-        for tile in self.tiles:
+        channels = layer_channels(module.backbone)
+        # Every position is written by one tile: zeros elsewhere, so a sum over processes is exact.
+        content = {
+            name: torch.zeros(1, channels[name], *self.sizes[name], device=source.device)
+            for name in module.content_layers
+        }
+        for index in self.mine:
+            tile = self.tiles[index]
             features = module.backbone(tile.crop(content_image), list(module.content_layers))
             for name in module.content_layers:
-                if name not in content:
-                    channels = features[name].shape[1]
-                    content[name] = features[name].new_zeros(1, channels, *self.sizes[name])
                 if tile.keeps(name):
                     rows, cols = tile.kept_in_image(name)
                     content[name][..., rows, cols] = features[name][..., *tile.kept_in_crop(name, self.strides[name])]
+        if self.group is not None:
+            for name in module.content_layers:
+                self.group.sum_(content[name])
         module.content_targets = content
-        module.style_target_sets = [self.style_targets(image) for image in module.style_images]
+        targets = [self.style_targets(image) for image in module.style_images]
+        module.style_target_sets = targets if self.group is None else self.group.broadcast_value(targets)
         # The per-layer factors of the terms (normalization), from the targets as the module computes them.
         module.content_norms = {name: content_norm(module.normalization, target) for name, target in content.items()}
         module.tv_norm = tv_norm(module.normalization, content_image)
@@ -211,15 +251,23 @@ class TiledObjective:
         height, width = image.shape[-2:]
         tiles = plan_tiles(height, width, self.tile_size, module.backbone, layers)
         view = module.view(image)
-        sums: dict[str, dict[str, torch.Tensor]] = {}
-        for tile in tiles:
+        shares: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
+        for index in owned(tile_owners(tiles, self.group), self.group):
+            tile = tiles[index]
             features = module.backbone(tile.crop(view), layers)
-            for name in layers:
-                if not tile.keeps(name):
-                    continue
-                share = tile_moments(
+            shares[index] = {
+                name: tile_moments(
                     positions(features[name][..., *tile.kept_in_crop(name, self.strides[name])]), None, "mean_cov"
                 )
+                for name in layers
+                if tile.keeps(name)
+            }
+        everyone = shares if self.group is None else self.group.gather_values(shares)
+        if everyone is None:  # a follower: the leader sends the targets
+            return {}
+        sums: dict[str, dict[str, torch.Tensor]] = {}
+        for index in range(len(tiles)):  # in the tiles' order, whichever process computed them
+            for name, share in everyone[index].items():
                 sums[name] = share if name not in sums else {key: sums[name][key] + share[key] for key in share}
         return {name: moments_target(module.style_loss_kind, sums[name]) for name in layers}
 
@@ -271,22 +319,35 @@ class TiledObjective:
         groups += [(index, m[name]) for index, m in enumerate(masks) if m is not None]
         return groups
 
-    def _sums(self, image: torch.Tensor, keep_last: bool = False) -> tuple[dict[tuple, torch.Tensor], KeptTile | None]:
-        """Pass 1: every summed quantity over all tiles, without gradients; with `keep_last`, the
-        last tile's crop and shares are computed with their graph and returned too, so that
-        pass 2 need not run that tile again (one crop's activations held: a pass-2 tile's)."""
+    def _sums(
+        self, image: torch.Tensor, keep_last: bool = False
+    ) -> tuple[dict[tuple, torch.Tensor] | None, KeptTile | None]:
+        """Pass 1: every summed quantity over all tiles, without gradients (None on a follower,
+        which sends its tiles' shares to the leader); with `keep_last`, the last tile's crop and
+        shares are computed with their graph and returned too, so that pass 2 need not run
+        that tile again (one crop's activations held: a pass-2 tile's)."""
         sums: dict[tuple, torch.Tensor] = {}
         kept: KeptTile | None = None
-        for index, tile in enumerate(self.tiles):
+        computed: dict[int, dict[tuple, torch.Tensor]] = {}
+        for index in self.mine:
+            tile = self.tiles[index]
             last = keep_last and index == len(self.tiles) - 1
             crop = tile.crop(image).clone().requires_grad_(last)
             with torch.set_grad_enabled(last):
                 shares = self._shares(tile, self._features_at(tile, crop))
             if last:
                 kept = (tile, crop, shares)
-            for key, value in shares.items():
-                value = value.detach()
-                sums[key] = value if key not in sums else sums[key] + value
+            detached = {key: value.detach() for key, value in shares.items()}
+            if self.group is None:
+                add_shares(sums, detached)
+            else:
+                computed[index] = detached
+        if self.group is not None:
+            everyone = self.group.gather_values(computed)
+            if everyone is None:
+                return None, kept
+            for index in range(len(self.tiles)):  # in the tiles' order, as one process adds them
+                add_shares(sums, everyone[index])
         return sums, kept
 
     def _terms(self, sums: dict[tuple, torch.Tensor], image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -312,53 +373,112 @@ class TiledObjective:
         if not self.module.content_targets:
             self.compute_targets()
 
+    def _announce(self, command: int, image: torch.Tensor) -> None:
+        """The leader: the followers take part in the evaluation of `image` too."""
+        if self.group is not None and self.group.leads:
+            self.group.announce(command)
+            self.group.broadcast(image)
+
     def terms(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """The loss terms at `image`, without gradients (one pass)."""
         self._ensure_targets()
+        self._announce(TERMS, image)
         with torch.no_grad():
-            return self._terms(self._sums(image)[0], image)
+            sums, _ = self._sums(image)
+            self._done()
+            assert sums is not None  # the leader's
+            return self._terms(sums, image)
 
     def terms_and_gradient(self, image: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The loss terms at `image` and dJ(total)/d(image), exactly (two passes)."""
         self._ensure_targets()
-        image = image.detach()
+        self._announce(GRADIENT, image)
+        result = self._terms_and_gradient(image.detach())
+        self._done()
+        assert result is not None  # the leader's
+        return result
+
+    def serve(self, command: int) -> None:
+        """A follower's part of the leader's `command` (the leader broadcasts the image next)."""
+        assert self.group is not None and not self.group.leads
+        if command == TARGETS:
+            with torch.no_grad():
+                self._compute_targets()
+            return
+        image = self.group.broadcast(torch.empty_like(self.module.image))
+        if command == TERMS:
+            with torch.no_grad():
+                self._sums(image)
+        elif command == GRADIENT:
+            self._terms_and_gradient(image)
+
+    def _terms_and_gradient(self, image: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
         summed, kept = self._sums(image, keep_last=True)
-        sums = {key: value.requires_grad_(value.is_floating_point()) for key, value in summed.items()}
-        pixels = image.clone().requires_grad_(True)
-        with torch.enable_grad():
-            terms = self._terms(sums, pixels)
-            leaves = [value for value in sums.values() if value.requires_grad]
-            inputs = [*leaves, pixels] if self.module.tv_weight else leaves
-            grads = torch.autograd.grad(terms["loss/total"], inputs, allow_unused=True)
-        weights = {key: grad for key, grad in zip([k for k, v in sums.items() if v.requires_grad], grads)}
-        gradient = grads[-1].clone() if self.module.tv_weight and grads[-1] is not None else torch.zeros_like(image)
-        assert kept is not None
-        self._back_propagate(*kept, weights, gradient)  # first: frees the kept tile's activations
-        del kept
-        for tile in self.tiles[:-1]:
-            crop = tile.crop(image).clone().requires_grad_(True)
+        terms: dict[str, torch.Tensor] = {}
+        gradient = torch.zeros_like(image)
+        weights: dict[tuple, torch.Tensor | None]
+        if summed is not None:
+            sums = {key: value.requires_grad_(value.is_floating_point()) for key, value in summed.items()}
+            pixels = image.clone().requires_grad_(True)
             with torch.enable_grad():
-                shares = self._shares(tile, self._features_at(tile, crop))
-            self._back_propagate(tile, crop, shares, weights, gradient)
+                terms = self._terms(sums, pixels)
+                leaves = [value for value in sums.values() if value.requires_grad]
+                inputs = [*leaves, pixels] if self.module.tv_weight else leaves
+                grads = torch.autograd.grad(terms["loss/total"], inputs, allow_unused=True)
+            weights = {key: grad for key, grad in zip([k for k, v in sums.items() if v.requires_grad], grads)}
+            if self.module.tv_weight and grads[-1] is not None:
+                gradient = grads[-1].clone()
+        if self.group is not None:
+            weights = self.group.broadcast_value(weights if self.group.leads else None)
+        # The last tile first (its graph is held from pass 1, and freed by going first), then
+        # the others in order: one process's order, kept on several.
+        sending = []
+        for index in [len(self.tiles) - 1, *range(len(self.tiles) - 1)]:
+            tile = self.tiles[index]
+            if self.owners[index] == (0 if self.group is None else self.group.rank):
+                if kept is not None and kept[0] is tile:
+                    crop, shares = kept[1], kept[2]
+                    kept = None
+                else:
+                    crop = tile.crop(image).clone().requires_grad_(True)
+                    with torch.enable_grad():
+                        shares = self._shares(tile, self._features_at(tile, crop))
+                crop_gradient = self._crop_gradient(crop, shares, weights)
+                del crop, shares  # this tile's activations, before the next tile's
+                if leading(self.group):
+                    self._add_crop(tile, crop_gradient, gradient)
+                else:
+                    assert self.group is not None
+                    sending.append(self.group.send_to_leader(crop_gradient, index))  # not waited on: go on
+            elif leading(self.group):
+                assert self.group is not None
+                crop_gradient = self.group.receive_from(
+                    self.owners[index], image, (*image.shape[:-2], *tile_shape(tile)), index
+                )
+                self._add_crop(tile, crop_gradient, gradient)
+        for work in sending:
+            work.wait()
+        if not leading(self.group):
+            return None
         return {key: value.detach() for key, value in terms.items()}, gradient
 
     @staticmethod
-    def _back_propagate(
-        tile: Tile,
-        crop: torch.Tensor,
-        shares: dict[tuple, torch.Tensor],
-        weights: Mapping[tuple, torch.Tensor | None],
-        gradient: torch.Tensor,
-    ) -> None:
-        """Pass 2 for one tile: its shares weighted by dJ/d(their sums), back-propagated to its
-        crop and added into `gradient` at the crop's place."""
+    def _crop_gradient(
+        crop: torch.Tensor, shares: dict[tuple, torch.Tensor], weights: Mapping[tuple, torch.Tensor | None]
+    ) -> torch.Tensor:
+        """Pass 2 for one tile: its shares weighted by dJ/d(their sums), back-propagated to its crop."""
         with torch.enable_grad():
             surrogate = sum(
                 (grad * shares[key]).sum() for key, grad in weights.items() if grad is not None and key in shares
             )
         if isinstance(surrogate, torch.Tensor) and surrogate.requires_grad:
             (crop_gradient,) = torch.autograd.grad(surrogate, crop)
-            gradient[..., tile.rows.start : tile.rows.stop, tile.cols.start : tile.cols.stop] += crop_gradient
+            return crop_gradient
+        return torch.zeros_like(crop)
+
+    @staticmethod
+    def _add_crop(tile: Tile, crop_gradient: torch.Tensor, gradient: torch.Tensor) -> None:
+        gradient[..., tile.rows.start : tile.rows.stop, tile.cols.start : tile.cols.stop] += crop_gradient
 
     def _features_at(self, tile: Tile, crop: torch.Tensor) -> dict[str, torch.Tensor]:
         """The kept activations of a tile, from its crop of the image."""
@@ -369,6 +489,20 @@ class TiledObjective:
             for name in self.layers
             if tile.keeps(name)
         }
+
+
+def tile_shape(tile: Tile) -> tuple[int, int]:
+    return tile.rows.stop - tile.rows.start, tile.cols.stop - tile.cols.start
+
+
+def layer_channels(backbone: VGG19Features) -> dict[str, int]:
+    """The number of channels of each of the backbone's layers."""
+    channels: dict[str, int] = {}
+    count = 3
+    for name, layer in backbone.layers.named_children():
+        count = getattr(layer, "out_channels", count)
+        channels[name] = count
+    return channels
 
 
 def moments_target(kind: str, moments: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -19,6 +19,7 @@ from src.common.images import (
     size_for_long_side,
     to_tensor,
 )
+from src.nst.distributed import TileGroup
 from src.nst.masks import mask_tensor
 from src.nst.pyramid import upsample
 from src.transfer.inputs import (
@@ -30,7 +31,7 @@ from src.transfer.inputs import (
 )
 from src.transfer.memory import check_large_enough
 from src.transfer.module import Style, StyleTransfer
-from src.transfer.tiled import TiledStyleTransfer, plan_run
+from src.transfer.tiled import MemoryPlan, TiledStyleTransfer, plan_run
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ def build_module(
     backbone: VGG19Features | None = None,
     coarse: torch.Tensor | None = None,
     module_class: Callable[..., StyleTransfer] = StyleTransfer,
+    group: TileGroup | None = None,
+    tile_size: int | None = None,
 ) -> StyleTransfer:
     """Images -> backbone -> module. Inputs are read and sizes checked before any model loads.
 
@@ -62,10 +65,12 @@ def build_module(
     result, upsampled to start this level) serve the coarse-to-fine loop; `inputs` and
     `backbone` let it read the files and load the weights once. `init` replaces the start
     image altogether. `module_class` builds a subclass instead (a video frame's, src/video).
+    A tiled module computes its tiles on the processes of `group` (device.devices=N); a
+    follower process passes the leader's `tile_size`.
     """
     size = size or cfg.size
     inputs = inputs or load_inputs(cfg)
-    width, height, style_sizes, layers, history, compute_dtype, plan = plan_level(cfg, inputs, size)
+    width, height, style_sizes, layers, history, compute_dtype, plan = plan_level(cfg, inputs, size, tile_size)
     content = to_tensor(resize(inputs.content, (width, height)))
     styles = [to_tensor(resize(style.image, dims)) for style, dims in zip(inputs.styles, style_sizes)]
     styles = prepare_styles(cfg, styles, content)
@@ -88,8 +93,9 @@ def build_module(
         optimizer = instantiate(cfg.optimizer, history_size=plan.history_size)
     tiling: dict[str, Any] = {}
     if plan.tile_size is not None:
-        log.info("%d px: the loss is computed in tiles of %d px (it does not fit whole)", size, plan.tile_size)
-        tiling = {"tile_size": plan.tile_size}
+        why = f"shared by {group.world} processes" if group is not None else "it does not fit whole"
+        log.info("%d px: the loss is computed in tiles of %d px (%s)", size, plan.tile_size, why)
+        tiling = {"tile_size": plan.tile_size, "group": group}
     if tiling and module_class is not StyleTransfer:
         raise UserError(f"a {size} px run of this kind cannot be tiled; choose a smaller size")
     return (TiledStyleTransfer if tiling else module_class)(
@@ -113,13 +119,14 @@ def build_module(
 
 
 def plan_level(
-    cfg: DictConfig, inputs: Inputs, size: int
+    cfg: DictConfig, inputs: Inputs, size: int, tile_size: int | None = None, warn: bool = True
 ) -> tuple[int, int, list[tuple[int, int]], list[str], int, str, Any]:
     """The sizes of a run (or pyramid level) of long side `size`, checked before anything is
     allocated: large enough for the deepest layer, and a memory plan that fits (else a one-line
-    error naming a size that does)."""
+    error naming a size that does); `tile_size`: the plan is tiles of that size (decided by
+    the leader of a run on several processes)."""
     width, height = size_for_long_side(*inputs.content.size, size)
-    if size == cfg.size:
+    if size == cfg.size and warn:
         warn_if_enlarged("content", inputs.content.size, (width, height))
     style_long = style_long_side(cfg, size)
     style_sizes = [size_for_long_side(*style.image.size, style_long) for style in inputs.styles]
@@ -129,6 +136,8 @@ def plan_level(
         check_large_enough(style_height, style_width, list(cfg.layers.style), "style")
     history = int(cfg.optimizer.get("history_size", 0))
     compute_dtype = resolve_compute_dtype(cfg.device.compute_dtype, target_device(cfg.device.accelerator))
+    if tile_size is not None:
+        return width, height, style_sizes, layers, history, compute_dtype, MemoryPlan(tile_size, history, 0)
     plan = plan_run(
         height,
         width,
@@ -140,5 +149,6 @@ def plan_level(
         compute_dtype,
         cfg.get("tile_size"),
         list(dict.fromkeys(style_sizes)),
+        int(cfg.device.get("devices", 1)),
     )
     return width, height, style_sizes, layers, history, compute_dtype, plan

@@ -18,13 +18,14 @@ from src.common.images import (
     save_image,
 )
 from src.common.terms import main_terms
+from src.nst.distributed import TileGroup
 from src.nst.pyramid import auto_plan, describe, level_sizes, level_steps
 from src.transfer.build import build_module, plan_level
 from src.transfer.callbacks import loss_callbacks
 from src.transfer.checkpoints import (
     StopOnSignal,
 )
-from src.transfer.inputs import load_inputs
+from src.transfer.inputs import Inputs
 from src.transfer.metrics import keep_last_good
 from src.transfer.module import StyleTransfer
 from src.transfer.trainer import fit, trainer_settings
@@ -51,7 +52,12 @@ LEVELS_DIR = "levels"  # each finished coarse level's result, to continue from
 
 
 def coarse_to_fine(
-    cfg: DictConfig, plan: list[tuple[int, int]], output_dir: Path, resume_from: Path | None
+    cfg: DictConfig,
+    plan: list[tuple[int, int]],
+    output_dir: Path,
+    resume_from: Path | None,
+    inputs: Inputs,
+    group: TileGroup | None = None,
 ) -> tuple[StyleTransfer, list[dict[str, Any]]]:
     """Run every level but the finest, each from the previous one's result upsampled, and
     return the finest level's module (started from the last result) and what each level did.
@@ -60,7 +66,6 @@ def coarse_to_fine(
     a coarse level continues (resume=<folder>) from the last finished one. A resume with a
     checkpoint continues the finest level from it without running the coarse ones again.
     """
-    inputs = load_inputs(cfg)
     for size, _ in reversed(plan):  # every level, the finest first, is checked before the first runs
         plan_level(cfg, inputs, size)
     backbone = None
@@ -82,7 +87,7 @@ def coarse_to_fine(
                     "pyramid level %d of %d (%d px): finished before, continuing from it", index + 1, len(plan), size
                 )
                 continue
-            module = build_module(cfg, size=size, coarse=image, inputs=inputs, backbone=backbone)
+            module = build_module(cfg, size=size, coarse=image, inputs=inputs, backbone=backbone, group=group)
             backbone = module.backbone
             image, record = run_level(
                 cfg,
@@ -103,7 +108,7 @@ def coarse_to_fine(
             )
         saved.write_text(json.dumps(levels, indent=2))
     # On a resume no level ran: build_module loads the backbone (with the configured dtype).
-    return build_module(cfg, coarse=image, inputs=inputs, backbone=backbone), levels
+    return build_module(cfg, coarse=image, inputs=inputs, backbone=backbone, group=group), levels
 
 
 def time_left(record: dict[str, Any], remaining: list[tuple[int, int]], elapsed: float) -> str:

@@ -19,7 +19,8 @@ from src.common.errors import Interrupted, RunStopped, UserError
 from src.common.export import export_image
 from src.common.images import save_image, to_pil
 from src.common.paths import resolve_input_path
-from src.transfer.build import build_module
+from src.nst.distributed import TileGroup
+from src.transfer.build import build_module, plan_level
 from src.transfer.callbacks import RunClock, log_final, run_callbacks
 from src.transfer.checkpoints import (
     Checkpointer,
@@ -28,6 +29,8 @@ from src.transfer.checkpoints import (
     save_checkpoint,
 )
 from src.transfer.coarse_to_fine import coarse_to_fine, pyramid_plan
+from src.transfer.distributed import check_devices, start_team
+from src.transfer.inputs import Inputs, load_inputs
 from src.transfer.loggers import close_loggers
 from src.transfer.metrics import (
     add_levels,
@@ -78,8 +81,11 @@ def stylize(
     job), the run continues from it. Returns the metrics also written to metrics.json.
     """
     validate(cfg)
+    devices = check_devices(cfg)
     output_dir = Path(output_dir)
     resume_from = check_output_dir(output_dir, cfg.steps, resuming)
+    inputs = load_inputs(cfg)
+    plan_level(cfg, inputs, cfg.size, warn=False)  # a size that does not fit is refused before anything starts
     output_dir.mkdir(parents=True, exist_ok=True)
     log.info(
         "%s: %s in the style of %s, %d px, %d steps",
@@ -90,16 +96,32 @@ def stylize(
         cfg.steps,
         extra=FILE_ONLY,
     )
+    team = start_team(cfg, devices) if devices > 1 else None
+    try:
+        return run_style_transfer(cfg, output_dir, inputs, resume_from, extra_callbacks, None if team is None else team.group)
+    finally:
+        if team is not None:
+            team.close()
 
+
+def run_style_transfer(
+    cfg: DictConfig,
+    output_dir: Path,
+    inputs: Inputs,
+    resume_from: Path | None,
+    extra_callbacks: list[pl.Callback] | None,
+    group: TileGroup | None,
+) -> dict[str, Any]:
+    """The run itself, on this process (and the followers in `group`, which compute tiles)."""
     plan = pyramid_plan(cfg)
     if plan[-1][1] != cfg.steps:  # pyramid=auto: `steps` are the coarsest level's
         with open_dict(cfg):
             cfg.steps = plan[-1][1]
     levels: list[dict[str, Any]] = []
     if len(plan) == 1:
-        module = build_module(cfg)
+        module = build_module(cfg, inputs=inputs, group=group)
     else:
-        module, levels = coarse_to_fine(cfg, plan, output_dir, resume_from)
+        module, levels = coarse_to_fine(cfg, plan, output_dir, resume_from, inputs, group)
     stop = StopOnSignal()
     clock = RunClock()  # the run's seconds, across interruptions and resumes
     label = f"level {len(plan)}/{len(plan)}" if len(plan) > 1 else ""

@@ -68,6 +68,8 @@ class DeviceConfig:
     accelerator: str = "auto"  # cpu | gpu | auto
     precision: str = "32-true"  # only 32-true; device.compute_dtype=bfloat16 is the fast path
     compute_dtype: str = "auto"  # the backbone's: auto (bfloat16 where fast, else float32) | float32 | bfloat16
+    devices: int = 1  # processes sharing one image's tiles (GPUs, or CPU processes)
+    num_nodes: int = 1  # machines: one
 
 
 @dataclass

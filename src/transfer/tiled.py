@@ -3,11 +3,13 @@
 A run is untiled when its estimated peak fits (fastest; results as they always were), else
 tiled (src/nst/tiling.py: the same loss and gradient, memory bounded by the tile) with the
 largest tile, then the largest L-BFGS history, that fits. `tile_size=N` forces tiles of N px;
-`tile_size=0` never tiles. The refusal names the largest size that would fit.
+`tile_size=0` never tiles. The refusal names the largest size that would fit. A run on
+several devices (device.devices=N) is tiled so that each has tiles to compute.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +17,9 @@ import torch
 
 from src.backbone.receptive_field import receptive_field
 from src.backbone.vgg import deepest_layer
-from src.common.devices import available_bytes
+from src.common.devices import available_bytes, target_device
 from src.common.errors import UserError
+from src.nst.distributed import TileGroup
 from src.nst.tiling import TiledObjective
 from src.transfer.memory import ACTIVATION_FACTOR, BASE_BYTES, BYTES_PER_FLOAT, activation_bytes, estimated_peak_bytes
 from src.transfer.module import StyleTransfer
@@ -38,10 +41,10 @@ class TiledStyleTransfer(StyleTransfer):
     total carries the exact tiled gradient (J + <x, g> - <x, g>.detach(): the value J, the
     gradient g), so Lightning's optimiser loop, the loss scale and evaluation are unchanged."""
 
-    def __init__(self, *args: Any, tile_size: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, tile_size: int, group: TileGroup | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tile_size = int(tile_size)
-        self.tiling = TiledObjective(self, self.tile_size)
+        self.tiling = TiledObjective(self, self.tile_size, group)
 
     @torch.no_grad()
     def compute_targets(self) -> None:
@@ -55,8 +58,13 @@ class TiledStyleTransfer(StyleTransfer):
         terms["loss/total"] = terms["loss/total"] + (linear - linear.detach())
         return terms
 
-    def tiling_summary(self) -> dict[str, int]:
-        return {"tile_size": self.tile_size, "tiles": len(self.tiling.tiles)}
+    def tiling_summary(self) -> dict[str, Any]:
+        summary: dict[str, Any] = {"tile_size": self.tile_size, "tiles": len(self.tiling.tiles)}
+        group = self.tiling.group
+        if group is not None:
+            summary["devices"] = group.world
+            summary["tiles_per_device"] = [self.tiling.tiles_of(rank) for rank in range(group.world)]
+        return summary
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,39 @@ def plan_memory(
     return None
 
 
+def even_tile_sizes(height: int, width: int, devices: int) -> list[int]:
+    """Tile sizes that cut the long side into 2, 3, ... equal parts (stride-aligned) and give
+    at least `devices` tiles, largest first: the processes then get tiles of equal cost."""
+    long_side = max(height, width)
+    sizes = []
+    for parts in range(2, max(3, long_side // TILE_SIZES[-1] + 2)):
+        tile = max(16, math.ceil(long_side / parts / 16) * 16)
+        if math.ceil(height / tile) * math.ceil(width / tile) >= devices and tile not in sizes:
+            sizes.append(tile)
+    return sizes
+
+
+def plan_shared(
+    height: int,
+    width: int,
+    layers: list[str],
+    content_layers: list[str],
+    history_size: int,
+    compute_dtype: str,
+    have: int,
+    devices: int,
+) -> MemoryPlan | None:
+    """The plan of a run shared by `devices` processes: the largest even tiles that fit, with
+    the largest history that fits; None if the image is too small to share."""
+    histories = [history_size, *(h for h in HISTORY_SIZES if h < history_size)] if history_size else [0]
+    for history in histories:
+        for tile in even_tile_sizes(height, width, devices):
+            needed = tiled_peak_bytes(height, width, layers, content_layers, history, compute_dtype, tile)
+            if needed <= have:
+                return MemoryPlan(tile, history, needed)
+    return None
+
+
 def largest_fitting_size(
     aspect: float,
     layers: list[str],
@@ -174,12 +215,21 @@ def plan_run(
     compute_dtype: str,
     tile_size: int | None,
     style_sizes: list[tuple[int, int]],
+    devices: int = 1,
 ) -> MemoryPlan:
     """The memory plan of a run at `size` (its content `height` x `width`), or a one-line refusal
     that names the largest size that would fit. A style image too large to take whole makes
-    the run tiled (its targets are then summed in tiles too)."""
+    the run tiled (its targets are then summed in tiles too). On `devices` > 1 the run is
+    tiled in at least that many tiles, of even sizes."""
     have, what = available_bytes(accelerator)
-    plan = plan_memory(height, width, layers, content_layers, history_size, compute_dtype, have, tile_size)
+    if devices > 1 and target_device(accelerator).type == "cpu":
+        have //= devices  # the processes share the machine's memory
+        what = f"{what} / {devices} processes"
+    plan = None
+    if devices > 1 and tile_size is None:
+        plan = plan_shared(height, width, layers, content_layers, history_size, compute_dtype, have, devices)
+    if plan is None:
+        plan = plan_memory(height, width, layers, content_layers, history_size, compute_dtype, have, tile_size)
     style_layers = [name for name in layers if name not in content_layers] or layers
     if plan is not None and plan.tile_size is None and tile_size != 0:
         if any(estimated_peak_bytes(h, w, style_layers, 0, compute_dtype) > have for w, h in style_sizes):

@@ -1,0 +1,163 @@
+"""The processes of one tiled run: which tiles each computes, and the messages between them.
+
+One process leads (rank 0): it holds the optimiser, takes the steps and writes every file. The
+others follow: for each evaluation the leader sends them a command and the image; each
+process computes the tiles it owns, and the leader adds the tiles' shares and gradients up in
+the order one process would (src/nst/tiling.py), so that a run on several processes gives
+the single process's result, byte for byte where the arithmetic per tile is the same.
+
+Built on a torch.distributed process group of its own (gloo on CPUs, NCCL on GPUs), not the
+global one: nothing else in the process (Lightning on the leader) sees a distributed run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+# What the leader asks of the followers.
+STOP, LEVEL, TARGETS, TERMS, GRADIENT = range(5)
+COMMAND_NAMES = ("stop", "level", "targets", "terms", "gradient")
+# A follower waits for the leader's next command while the leader writes files between steps;
+# a print-size step on a CPU can take minutes.
+TIMEOUT = datetime.timedelta(hours=2)
+
+
+def split_by_cost(costs: Sequence[int], world: int) -> list[int]:
+    """The owner rank of each item: the costliest first, each to the least loaded rank (the
+    lowest on a tie), so the ranks' totals differ by at most one item's cost."""
+    loads = [0] * world
+    owners = [0] * len(costs)
+    for index in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        rank = min(range(world), key=lambda r: (loads[r], r))
+        owners[index] = rank
+        loads[rank] += costs[index]
+    return owners
+
+
+def to_bytes(value: Any) -> torch.Tensor:
+    """A picklable value (tensors moved to the CPU) as a uint8 tensor."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+
+
+def from_bytes(data: torch.Tensor, device: torch.device) -> Any:
+    return torch.load(io.BytesIO(data.cpu().numpy().tobytes()), map_location=device, weights_only=False)
+
+
+def on_cpu(value: Any) -> Any:
+    """`value` with every tensor in it moved to the CPU (dicts, lists, tuples)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: on_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(item) for item in value)
+    return value
+
+
+class TileGroup:
+    """This process's place in a run on `world` processes, and the messages it exchanges."""
+
+    def __init__(self, rank: int, world: int, address: str, port: int, device: torch.device) -> None:
+        self.rank = rank
+        self.world = world
+        self.device = device
+        store = dist.TCPStore(address, port, world, rank == 0, timeout=TIMEOUT)
+        if device.type == "cuda":
+            self.group: Any = dist.ProcessGroupNCCL(store, rank, world)
+        else:
+            self.group = dist.ProcessGroupGloo(store, rank, world, TIMEOUT)
+        self.busy = False  # the leader is inside an exchange (a stop then cannot be sent in order)
+
+    @property
+    def leads(self) -> bool:
+        return self.rank == 0
+
+    # -- the leader's commands ---------------------------------------------------------------
+
+    def announce(self, command: int, *arguments: int) -> None:
+        """The leader: tell the followers what comes next (they wait in `receive`)."""
+        message = torch.tensor([command, *arguments, *[0] * (3 - len(arguments))], dtype=torch.int64)
+        self.busy = True
+        self.group.broadcast(message.to(self.device), 0).wait()
+
+    def done(self) -> None:
+        """The leader: the exchange that `announce` began is complete."""
+        self.busy = False
+
+    def receive(self) -> tuple[int, list[int]]:
+        """A follower: the leader's next command and its arguments."""
+        message = torch.zeros(4, dtype=torch.int64, device=self.device)
+        self.group.broadcast(message, 0).wait()
+        command, *arguments = message.tolist()
+        return command, arguments
+
+    # -- tensors and values ------------------------------------------------------------------
+
+    def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The leader's `tensor`, on every process (followers pass a buffer of its shape)."""
+        buffer = tensor.detach().to(self.device).contiguous()
+        self.group.broadcast(buffer, 0).wait()
+        return buffer
+
+    def broadcast_value(self, value: Any = None) -> Any:
+        """The leader's picklable `value`, on every process (followers pass nothing)."""
+        data = to_bytes(on_cpu(value)) if self.leads else torch.zeros(0, dtype=torch.uint8)
+        length = self.broadcast(torch.tensor([data.numel()], dtype=torch.int64))
+        if not self.leads:
+            data = torch.zeros(int(length.item()), dtype=torch.uint8)
+        return from_bytes(self.broadcast(data), self.device)
+
+    def gather_values(self, value: dict) -> dict | None:
+        """Every process's dict merged, on the leader (None on the followers)."""
+        if not self.leads:
+            data = to_bytes(on_cpu(value)).to(self.device)
+            self.group.send([torch.tensor([data.numel()], dtype=torch.int64, device=self.device)], 0, 0).wait()
+            self.group.send([data], 0, 1).wait()
+            return None
+        merged = dict(value)
+        for rank in range(1, self.world):
+            length = torch.zeros(1, dtype=torch.int64, device=self.device)
+            self.group.recv([length], rank, 0).wait()
+            data = torch.zeros(int(length.item()), dtype=torch.uint8, device=self.device)
+            self.group.recv([data], rank, 1).wait()
+            merged.update(from_bytes(data, self.device))
+        return merged
+
+    def send_to_leader(self, tensor: torch.Tensor, tag: int) -> Any:
+        """A follower: start sending `tensor` to the leader; wait on the returned work before
+        changing or freeing the tensor."""
+        return self.group.send([tensor.contiguous()], 0, tag)
+
+    def receive_from(self, rank: int, like: torch.Tensor, shape: Sequence[int], tag: int) -> torch.Tensor:
+        """The leader: a tensor of `shape` (the dtype and device of `like`) from `rank`."""
+        buffer = torch.empty(tuple(shape), dtype=like.dtype, device=self.device)
+        self.group.recv([buffer], rank, tag).wait()
+        return buffer
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum `tensor` over the processes, in place (exact where all but one hold zeros)."""
+        self.group.allreduce([tensor]).wait()
+        return tensor
+
+    def close(self) -> None:
+        self.group.shutdown() if hasattr(self.group, "shutdown") else None
+
+
+def leading(group: TileGroup | None) -> bool:
+    """Whether this process computes the loss terms (a single process, or the leader)."""
+    return group is None or group.leads
+
+
+def owned(owners: list[int], group: TileGroup | None) -> list[int]:
+    """The indices of the items this process computes."""
+    rank = 0 if group is None else group.rank
+    return [index for index, owner in enumerate(owners) if owner == rank]
+

@@ -1,0 +1,167 @@
+"""device.devices=N: one run's tiles computed by N processes on this machine.
+
+The leader is the run's own process: it validates, reads the inputs and plans before any
+other process starts, then runs as usual (Lightning on one device, every file written by
+it). The followers (src/nst/distributed.py) hold no optimiser and write nothing: each builds
+the same module, computes its tiles of each evaluation the leader asks for, and stops when
+the run ends, however it ends.
+
+Not Lightning's DDP strategy: it would average a gradient that is already the exact sum,
+start each process by running the command again (a second run into the same folder, and
+one more start per pyramid level), and have every process repeat every evaluation that the
+leader's callbacks make.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.multiprocessing as mp
+from omegaconf import DictConfig, OmegaConf
+
+from src.common.devices import target_device
+from src.common.errors import UserError
+from src.nst.distributed import STOP, TARGETS, TileGroup
+
+log = logging.getLogger(__name__)
+ADDRESS = "127.0.0.1"
+PR_SET_PDEATHSIG = 1
+
+
+def process_device(accelerator: str, rank: int) -> torch.device:
+    device = target_device(accelerator)
+    return torch.device("cuda", rank) if device.type == "cuda" else device
+
+
+def threads_per_process(devices: int) -> int:
+    """CPU processes share the machine's cores evenly."""
+    return max(1, (os.cpu_count() or 1) // devices)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((ADDRESS, 0))
+        return int(probe.getsockname()[1])
+
+
+def check_devices(cfg: DictConfig) -> int:
+    """device.devices and device.num_nodes, checked before any process starts: the number of processes."""
+    devices, nodes = cfg.device.get("devices", 1), cfg.device.get("num_nodes", 1)
+    if not isinstance(devices, int) or devices < 1:
+        raise UserError(f"device.devices={devices}: must be a positive integer (processes that share the tiles)")
+    if nodes != 1:
+        raise UserError(f"device.num_nodes={nodes}: a run uses the devices of one machine; set device.num_nodes=1")
+    if devices == 1:
+        return 1
+    device = target_device(cfg.device.accelerator)
+    have = torch.cuda.device_count() if device.type == "cuda" else os.cpu_count() or 1
+    if devices > have:
+        what = "GPUs" if device.type == "cuda" else "CPU cores"
+        raise UserError(f"device.devices={devices}: this machine has {have} {what}")
+    if cfg.get("tile_size") == 0:
+        raise UserError(f"tile_size=0 (never tile) leaves nothing to share between device.devices={devices}")
+    if cfg.get("style_loss", "gram") == "histogram":
+        raise UserError(
+            f"style_loss=histogram cannot be computed in tiles, so not on device.devices={devices}; "
+            "use style_loss=gram or mean_cov"
+        )
+    return devices
+
+
+@dataclass
+class Team:
+    """The leader's group and its follower processes."""
+
+    group: TileGroup
+    processes: list[Any]
+    threads: int = field(default_factory=torch.get_num_threads)  # the leader's before the run
+
+    def close(self) -> None:
+        """Stop the followers: in order when no evaluation is under way, else at once."""
+        if not self.group.busy and all(process.is_alive() for process in self.processes):
+            try:
+                self.group.announce(STOP)
+            except RuntimeError:  # a follower is gone: the others are stopped below
+                pass
+        for process in self.processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+        self.group.close()
+        torch.set_num_threads(self.threads)
+
+
+def start_team(cfg: DictConfig, devices: int) -> Team:
+    """Start devices - 1 followers of the run `cfg` and join them as the leader (rank 0)."""
+    port = free_port()
+    config = OmegaConf.to_container(cfg, resolve=True)
+    device = target_device(cfg.device.accelerator)
+    threads = threads_per_process(devices) if device.type == "cpu" else torch.get_num_threads()
+    context = mp.get_context("spawn")  # not fork: safe with CUDA and with the leader's threads
+    processes = [
+        context.Process(target=follow, args=(rank, devices, port, config, threads), daemon=True)
+        for rank in range(1, devices)
+    ]
+    for process in processes:
+        process.start()
+    team = Team(TileGroup(0, devices, ADDRESS, port, process_device(cfg.device.accelerator, 0)), processes)
+    torch.set_num_threads(threads)
+    log.info("%d processes share the tiles (%d thread(s) each on the CPU)", devices, threads)
+    return team
+
+
+def end_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent dies (elsewhere: a no-op)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+def follow(rank: int, world: int, port: int, config: dict, threads: int) -> None:
+    """A follower process: build the leader's module for each level and compute its tiles."""
+    from src.cli.app import configure
+    from src.transfer.build import build_module
+    from src.transfer.inputs import load_inputs
+
+    # Ctrl-C and SIGTERM are the leader's to handle (it saves, then stops us); should the
+    # leader die without stopping us, the kernel ends this process too.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    end_with_parent()
+    logging.basicConfig(level=logging.ERROR)
+    configure()
+    torch.set_num_threads(threads)
+    cfg = OmegaConf.create(config)
+    device = process_device(cfg.device.accelerator, rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    else:
+        torch.use_deterministic_algorithms(True)  # as the leader's Trainer (src/transfer/trainer.py)
+    group = TileGroup(rank, world, ADDRESS, port, device)
+    inputs = load_inputs(cfg)
+    module: Any = None
+    level: tuple[int, int] | None = None
+    try:
+        while True:
+            command, arguments = group.receive()
+            if command == STOP:
+                break
+            if command == TARGETS and level != (arguments[0], arguments[1]):
+                backbone = None if module is None else module.backbone
+                module = None
+                level = (arguments[0], arguments[1])
+                module = build_module(cfg, size=level[0], inputs=inputs, backbone=backbone, group=group, tile_size=level[1])
+                module.to(device)
+            module.tiling.serve(command)
+    finally:
+        group.close()
