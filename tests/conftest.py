@@ -55,6 +55,7 @@ SLOW_MODULES = {
     "test_cli",
     "test_controls",
     "test_device",
+    "test_distributed",
     "test_faults",
     "test_run",
     "test_speed",

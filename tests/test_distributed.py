@@ -1,0 +1,171 @@
+"""One image on several processes (device.devices=N, gloo on the CPU): the tiles are shared,
+the leader adds their shares and gradients in one process's order, so the loss, the gradient
+and a whole run equal a single process's, bit for bit, at the same threads per process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import ROOT, read_metrics, run_cli
+from hydra import compose, initialize_config_dir
+
+from src.nst.distributed import split_by_cost
+from src.transfer.build import build_module
+from src.transfer.distributed import start_team
+from src.transfer.inputs import load_inputs
+
+RUN = ["logger=none", "device=cpu", "checkpoint_every=0", "init=noise"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # what each of the 2 processes gets on a 2-core machine
+
+
+def test_tiles_are_split_by_cost_and_every_rank_gets_one_while_there_are_enough():
+    costs = [9, 7, 5, 3, 1, 1]
+    owners = split_by_cost(costs, 2)
+    loads = [sum(c for c, o in zip(costs, owners) if o == rank) for rank in range(2)]
+    assert abs(loads[0] - loads[1]) <= max(costs) and sorted(loads) == [13, 13]
+    assert sorted(set(split_by_cost([4, 4, 4], 3))) == [0, 1, 2]
+    assert split_by_cost([5], 2) == [0]  # rank 1 has no tile: it still takes part
+    assert split_by_cost([], 2) == []
+
+
+def compose_config(*overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=[*RUN, *overrides])
+
+
+@pytest.mark.parametrize(
+    "overrides, tile_size",
+    [
+        (["size=160", "device.devices=2"], 64),
+        # masks and a blend (one summed group per masked style), mean_cov, TV, colour by luminance
+        (
+            [
+                "size=144",
+                "device.devices=2",
+                "style_loss=mean_cov",
+                "tv_weight=0.01",
+                "color=luminance",
+                "style.mask=top:0.4",
+                "style.blend=[{path:shipwreck,mask:bottom:0.6}]",
+            ],
+            80,
+        ),
+        (["size=96", "device.devices=2"], 512),  # one tile: the follower computes nothing
+    ],
+)
+def test_loss_and_gradient_on_two_processes_equal_one_process_bit_for_bit(overrides, tile_size):
+    cfg = compose_config(*overrides)
+    team = start_team(cfg, 2)  # also sets this process's threads to the followers'
+    try:
+        inputs = load_inputs(cfg)
+        shared = build_module(cfg, inputs=inputs, group=team.group, tile_size=tile_size)
+        alone = build_module(cfg, inputs=inputs, tile_size=tile_size)
+        generator = torch.Generator().manual_seed(5)
+        image = (alone.image.detach() + 0.1 * torch.randn(alone.image.shape, generator=generator)).clamp(0, 1)
+        expected_terms, expected_gradient = alone.tiling.terms_and_gradient(image)
+        terms, gradient = shared.tiling.terms_and_gradient(image)
+        assert expected_gradient.abs().max() > 0
+        assert torch.equal(gradient, expected_gradient)
+        assert {k: v.item() for k, v in terms.items()} == {k: v.item() for k, v in expected_terms.items()}
+        assert {k: v.item() for k, v in shared.tiling.terms(image).items()} == {
+            k: v.item() for k, v in alone.tiling.terms(image).items()
+        }
+        owners = shared.tiling.owners
+        assert set(owners) == ({0} if len(owners) == 1 else {0, 1})
+    finally:
+        team.close()
+    assert all(not process.is_alive() for process in team.processes)
+
+
+def run_files(folder):
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if ".hydra" not in path.parts)
+
+
+def test_a_run_on_two_processes_writes_what_one_process_writes_with_the_same_image(tmp_path):
+    """Coarse to fine, so the followers build each level's module again."""
+    common = [*RUN, "size=192", "steps=4", "pyramid=factor2", "tile_size=96"]
+    two = run_cli(*common, "device.devices=2", f"hydra.run.dir={tmp_path / 'two'}")
+    one = run_cli(*common, f"hydra.run.dir={tmp_path / 'one'}", env=ONE_THREAD)
+    assert two.returncode == 0 and one.returncode == 0, two.stderr[-2000:] + one.stderr[-2000:]
+    assert (tmp_path / "two" / "final.png").read_bytes() == (tmp_path / "one" / "final.png").read_bytes()
+    assert run_files(tmp_path / "two") == run_files(tmp_path / "one")  # only the leader writes
+    shared, alone = read_metrics(tmp_path / "two"), read_metrics(tmp_path / "one")
+    assert shared["final"] == alone["final"]
+    assert shared["tiling"]["devices"] == 2 and sum(shared["tiling"]["tiles_per_device"]) == shared["tiling"]["tiles"]
+    assert min(shared["tiling"]["tiles_per_device"]) >= 1
+    assert "2 processes share the tiles" in (tmp_path / "two" / "run.log").read_text()
+
+
+def test_without_a_tile_size_the_run_is_cut_in_even_tiles_for_the_processes(tmp_path):
+    result = run_cli(*RUN, "size=256", "steps=1", "device.devices=2", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    tiling = read_metrics(tmp_path / "run")["tiling"]
+    assert tiling["tile_size"] == 128 and tiling["tiles_per_device"] == [2, 2]
+
+
+def test_a_resume_may_use_another_number_of_processes_and_gives_the_uninterrupted_image(tmp_path):
+    common = [*RUN, "size=128", "tile_size=64", "checkpoint_every=1"]
+    first = run_cli(*common, "steps=3", "device.devices=2", f"hydra.run.dir={tmp_path / 'run'}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    resumed = run_cli("steps=6", "device.devices=1", "logger=none", f"resume={tmp_path / 'run'}", env=ONE_THREAD)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight = run_cli(*common, "steps=6", f"hydra.run.dir={tmp_path / 'straight'}", env=ONE_THREAD)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert (tmp_path / "run" / "final.png").read_bytes() == (tmp_path / "straight" / "final.png").read_bytes()
+    assert read_metrics(tmp_path / "run")["steps"] == 6
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("device.devices=0", "device.devices=0: must be a positive integer"),
+        ("device.devices=512", "device.devices=512: this machine has"),
+        ("device.num_nodes=2", "device.num_nodes=2: a run uses the devices of one machine"),
+        ("style_loss=histogram", "style_loss=histogram cannot be computed in tiles"),
+        ("content.path=no_such_photo.jpg", "no_such_photo.jpg"),
+        ("tile_size=0", "tile_size=0 (never tile) leaves nothing to share"),
+    ],
+)
+def test_bad_input_is_refused_in_one_line_before_any_process_starts(tmp_path, override, message):
+    devices = [] if override.startswith("device.devices") else ["device.devices=2"]
+    result = run_cli(*RUN, "size=64", "steps=1", *devices, override, f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "processes share" not in result.stdout + result.stderr
+
+
+def test_ctrl_c_saves_the_run_and_stops_every_process(tmp_path):
+    """Ctrl-C reaches the whole process group; the followers leave it to the leader, which
+    finishes its step, saves, then stops them."""
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "src.run", *RUN, "size=192", "steps=400", "device.devices=2", "checkpoint_every=1"]
+        + [f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 240
+    while not (run_dir / "checkpoints" / "last.ckpt").exists():
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.time() < deadline, "the run never saved a checkpoint"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 130, stderr[-2000:]
+    assert (run_dir / "interrupted.png").is_file() and "resume=" in stderr
+    assert read_metrics(run_dir)["status"] == "interrupted"
+    deadline = time.time() + 20  # multiprocessing's helper process ends just after the leader
+    while subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True).stdout.strip():
+        assert time.time() < deadline, "a process of the run was left behind"
+        time.sleep(0.2)
