@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -60,6 +61,18 @@ def on_cpu(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(on_cpu(item) for item in value)
     return value
+
+
+@dataclass
+class Receiving:
+    """A tensor on its way: `result()` waits for it."""
+
+    buffer: torch.Tensor
+    work: Any
+
+    def result(self) -> torch.Tensor:
+        self.work.wait()
+        return self.buffer
 
 
 class TileGroup:
@@ -136,11 +149,10 @@ class TileGroup:
         changing or freeing the tensor."""
         return self.group.send([tensor.contiguous()], 0, tag)
 
-    def receive_from(self, rank: int, like: torch.Tensor, shape: Sequence[int], tag: int) -> torch.Tensor:
-        """The leader: a tensor of `shape` (the dtype and device of `like`) from `rank`."""
+    def start_receive(self, rank: int, like: torch.Tensor, shape: Sequence[int], tag: int) -> Receiving:
+        """The leader: start receiving a tensor of `shape` (the dtype and device of `like`) from `rank`."""
         buffer = torch.empty(tuple(shape), dtype=like.dtype, device=self.device)
-        self.group.recv([buffer], rank, tag).wait()
-        return buffer
+        return Receiving(buffer, self.group.recv([buffer], rank, tag))
 
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum `tensor` over the processes, in place (exact where all but one hold zeros)."""

@@ -323,15 +323,15 @@ class TiledObjective:
         self, image: torch.Tensor, keep_last: bool = False
     ) -> tuple[dict[tuple, torch.Tensor] | None, KeptTile | None]:
         """Pass 1: every summed quantity over all tiles, without gradients (None on a follower,
-        which sends its tiles' shares to the leader); with `keep_last`, the last tile's crop and
-        shares are computed with their graph and returned too, so that pass 2 need not run
-        that tile again (one crop's activations held: a pass-2 tile's)."""
+        which sends its tiles' shares to the leader); with `keep_last`, the last tile this
+        process computes keeps its crop and shares with their graph, returned too, so that
+        pass 2 need not run that tile again (one crop's activations held: a pass-2 tile's)."""
         sums: dict[tuple, torch.Tensor] = {}
         kept: KeptTile | None = None
         computed: dict[int, dict[tuple, torch.Tensor]] = {}
         for index in self.mine:
             tile = self.tiles[index]
-            last = keep_last and index == len(self.tiles) - 1
+            last = keep_last and index == self.mine[-1]
             crop = tile.crop(image).clone().requires_grad_(last)
             with torch.set_grad_enabled(last):
                 shares = self._shares(tile, self._features_at(tile, crop))
@@ -430,32 +430,41 @@ class TiledObjective:
                 gradient = grads[-1].clone()
         if self.group is not None:
             weights = self.group.broadcast_value(weights if self.group.leads else None)
-        # The last tile first (its graph is held from pass 1, and freed by going first), then
-        # the others in order: one process's order, kept on several.
+        # The tile kept from pass 1 first (its graph is freed by going first), then the others.
+        # The gradients are added up in one process's order: the last tile, then the others.
+        order = [len(self.tiles) - 1, *range(len(self.tiles) - 1)]
+        rank = 0 if self.group is None else self.group.rank
+        held: dict[int, torch.Tensor] = {}
+        if kept is not None:
+            held[self.mine[-1]] = self._crop_gradient(kept[1], kept[2], weights)
+            del kept
+        receiving = {}
+        if self.group is not None and self.group.leads:  # the followers' tiles arrive while ours are computed
+            receiving = {
+                index: self.group.start_receive(self.owners[index], image, (*image.shape[:-2], *tile_shape(tile)), index)
+                for index, tile in ((index, self.tiles[index]) for index in order)
+                if self.owners[index] != rank
+            }
         sending = []
-        for index in [len(self.tiles) - 1, *range(len(self.tiles) - 1)]:
+        for index in order:
+            if self.owners[index] != rank:
+                continue
             tile = self.tiles[index]
-            if self.owners[index] == (0 if self.group is None else self.group.rank):
-                if kept is not None and kept[0] is tile:
-                    crop, shares = kept[1], kept[2]
-                    kept = None
-                else:
-                    crop = tile.crop(image).clone().requires_grad_(True)
-                    with torch.enable_grad():
-                        shares = self._shares(tile, self._features_at(tile, crop))
-                crop_gradient = self._crop_gradient(crop, shares, weights)
+            if index not in held:
+                crop = tile.crop(image).clone().requires_grad_(True)
+                with torch.enable_grad():
+                    shares = self._shares(tile, self._features_at(tile, crop))
+                held[index] = self._crop_gradient(crop, shares, weights)
                 del crop, shares  # this tile's activations, before the next tile's
-                if leading(self.group):
-                    self._add_crop(tile, crop_gradient, gradient)
-                else:
-                    assert self.group is not None
-                    sending.append(self.group.send_to_leader(crop_gradient, index))  # not waited on: go on
-            elif leading(self.group):
-                assert self.group is not None
-                crop_gradient = self.group.receive_from(
-                    self.owners[index], image, (*image.shape[:-2], *tile_shape(tile)), index
-                )
-                self._add_crop(tile, crop_gradient, gradient)
+            if self.group is None:
+                self._add_crop(tile, held.pop(index), gradient)
+            elif not self.group.leads:
+                # Not waited on: the next tile is computed meanwhile. Sent in the order that the
+                # leader receives in (NCCL matches sends to receives by order, not by tag).
+                sending.append(self.group.send_to_leader(held.pop(index), index))
+        for index in order if receiving or held else []:
+            crop_gradient = held.pop(index) if index in held else receiving[index].result()
+            self._add_crop(self.tiles[index], crop_gradient, gradient)
         for work in sending:
             work.wait()
         if not leading(self.group):

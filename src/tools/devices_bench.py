@@ -43,7 +43,7 @@ def timed_run(overrides: list[str], steps: int, threads: int, device: str) -> di
 
 def devices_section(size: int, steps: int, device: str = "cpu") -> dict[str, Any]:
     """2 processes over 1 at `size` px (4:3), `steps` steps each (the median of steps 3 on)."""
-    common = [f"size={size}", "init=content"]
+    common = [f"size={size}", "init=content", "pyramid=none"]  # one scale: every step at `size`
     threads = threads_per_process(2) if device == "cpu" else torch.get_num_threads()
     shared = timed_run([*common, "device.devices=2"], steps, threads, device)
     tile_size = shared["tiling"]["tile_size"]

@@ -32,6 +32,9 @@ HISTORY_SIZES = (20, 10, 5, 3)
 # Image-sized float32 buffers of a tiled run besides the optimiser's: the image and its
 # gradient, the content image, the last good image, the TV term's graph, crop copies.
 TILED_IMAGE_BUFFERS = 8
+# The leader of a shared run also holds the tiles' image gradients until it adds them up in
+# order: its own and the followers' (their crops overlap: more than one image's worth).
+SHARED_IMAGE_BUFFERS = 2
 
 
 class TiledStyleTransfer(StyleTransfer):
@@ -167,9 +170,10 @@ def plan_shared(
     """The plan of a run shared by `devices` processes: the largest even tiles that fit, with
     the largest history that fits; None if the image is too small to share."""
     histories = [history_size, *(h for h in HISTORY_SIZES if h < history_size)] if history_size else [0]
+    held = SHARED_IMAGE_BUFFERS * 3 * height * width * BYTES_PER_FLOAT
     for history in histories:
         for tile in even_tile_sizes(height, width, devices):
-            needed = tiled_peak_bytes(height, width, layers, content_layers, history, compute_dtype, tile)
+            needed = tiled_peak_bytes(height, width, layers, content_layers, history, compute_dtype, tile) + held
             if needed <= have:
                 return MemoryPlan(tile, history, needed)
     return None
