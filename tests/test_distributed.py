@@ -102,11 +102,27 @@ def test_a_run_on_two_processes_writes_what_one_process_writes_with_the_same_ima
     assert "2 processes share the tiles" in (tmp_path / "two" / "run.log").read_text()
 
 
-def test_without_a_tile_size_the_run_is_cut_in_even_tiles_for_the_processes(tmp_path):
+def test_without_a_tile_size_the_run_is_cut_in_even_tiles_and_a_size_that_fits_whole_is_warned_of(tmp_path):
     result = run_cli(*RUN, "size=256", "steps=1", "device.devices=2", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-2000:]
     tiling = read_metrics(tmp_path / "run")["tiling"]
     assert tiling["tile_size"] == 128 and tiling["tiles_per_device"] == [2, 2]
+    assert "256 px fits whole on one device, which is faster" in result.stdout + result.stderr
+
+
+LAYERS = ["relu4_2", "relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+
+
+@pytest.mark.parametrize("gib, fits_whole", [(24, False), (1024, True)])
+def test_a_shared_run_is_planned_in_even_tiles_that_fit_each_process_share_of_memory(monkeypatch, gib, fits_whole):
+    from src.transfer import tiled
+
+    monkeypatch.setattr(tiled, "available_bytes", lambda accelerator: (gib * 2**30, "available memory"))
+    plan = tiled.plan_run(3072, 4096, LAYERS, ["relu4_2"], 20, "cpu", 4096, "float32", None, [], devices=2)
+    assert plan.tile_size in tiled.even_tile_sizes(3072, 4096, 2) and plan.fits_whole == fits_whole
+    assert plan.needed_bytes <= gib * 2**30 // 2  # the CPU's memory is shared by the 2 processes
+    single = tiled.plan_run(3072, 4096, LAYERS, ["relu4_2"], 20, "cpu", 4096, "float32", None, [])
+    assert (single.tile_size is None) == fits_whole
 
 
 def test_a_resume_may_use_another_number_of_processes_and_gives_the_uninterrupted_image(tmp_path):
@@ -169,3 +185,46 @@ def test_ctrl_c_saves_the_run_and_stops_every_process(tmp_path):
     while subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True).stdout.strip():
         assert time.time() < deadline, "a process of the run was left behind"
         time.sleep(0.2)
+
+
+def followers_of(pid: int) -> list[int]:
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    found = []
+    for child in children:
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as cmdline:
+                command = cmdline.read().decode(errors="replace")
+        except OSError:
+            continue
+        if "multiprocessing" in command and "resource_tracker" not in command:
+            found.append(int(child))
+    return found
+
+
+def test_a_follower_that_dies_stops_the_run_in_one_line_that_says_how_to_continue(tmp_path):
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "src.run", *RUN, "size=192", "steps=400", "device.devices=2", "checkpoint_every=1"]
+        + [f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while not (run_dir / "checkpoints" / "last.ckpt").exists():
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    (follower,) = followers_of(process.pid)
+    os.kill(follower, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 1, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert "another process of this run stopped" in last and f"resume={run_dir}" in last, stderr[-2000:]
+    assert "Traceback" not in stderr
+
+
+def test_video_runs_are_not_shared(tmp_path):
+    result = run_cli("device.devices=2", "logger=none", f"hydra.run.dir={tmp_path / 'run'}", module="src.video")
+    assert result.returncode == 2 and "a video's frames are computed whole" in result.stderr, result.stderr[-2000:]

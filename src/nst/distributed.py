@@ -13,13 +13,16 @@ global one: nothing else in the process (Lightning on the leader) sees a distrib
 from __future__ import annotations
 
 import datetime
+import functools
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+Result = TypeVar("Result")
 
 # What the leader asks of the followers.
 STOP, LEVEL, TARGETS, TERMS, GRADIENT = range(5)
@@ -27,6 +30,8 @@ COMMAND_NAMES = ("stop", "level", "targets", "terms", "gradient")
 # A follower waits for the leader's next command while the leader writes files between steps;
 # a print-size step on a CPU can take minutes.
 TIMEOUT = datetime.timedelta(hours=2)
+# Starting: every process must have joined by then (a follower that fails to start is reported).
+START_TIMEOUT = datetime.timedelta(minutes=5)
 
 
 def split_by_cost(costs: Sequence[int], world: int) -> list[int]:
@@ -63,6 +68,30 @@ def on_cpu(value: Any) -> Any:
     return value
 
 
+class PeerLost(RuntimeError):
+    """Another process of the run stopped (or cannot be reached)."""
+
+
+def finish(work: Any) -> None:
+    work.wait()
+
+
+def talks(method: Callable[..., Result]) -> Callable[..., Result]:
+    """A method that exchanges messages: a process that has gone is named as such."""
+
+    @functools.wraps(method)
+    def exchange(*args: Any, **kwargs: Any) -> Result:
+        try:
+            return method(*args, **kwargs)
+        except RuntimeError as error:
+            if isinstance(error, PeerLost):
+                raise
+            reason = str(error).splitlines()[0][:200]
+            raise PeerLost(f"another process of this run stopped ({reason})") from error
+
+    return exchange
+
+
 @dataclass
 class Receiving:
     """A tensor on its way: `result()` waits for it."""
@@ -70,8 +99,9 @@ class Receiving:
     buffer: torch.Tensor
     work: Any
 
+    @talks
     def result(self) -> torch.Tensor:
-        self.work.wait()
+        finish(self.work)
         return self.buffer
 
 
@@ -82,11 +112,16 @@ class TileGroup:
         self.rank = rank
         self.world = world
         self.device = device
-        store = dist.TCPStore(address, port, world, rank == 0, timeout=TIMEOUT)
-        if device.type == "cuda":
-            self.group: Any = dist.ProcessGroupNCCL(store, rank, world)
-        else:
-            self.group = dist.ProcessGroupGloo(store, rank, world, TIMEOUT)
+        try:
+            store = dist.TCPStore(address, port, world, rank == 0, timeout=START_TIMEOUT)
+            if device.type == "cuda":
+                options = dist.ProcessGroupNCCL.Options()
+                options._timeout = TIMEOUT  # the public constructor's `timeout` is not in torch's stubs
+                self.group: Any = dist.ProcessGroupNCCL(store, rank, world, options)
+            else:
+                self.group = dist.ProcessGroupGloo(store, rank, world, TIMEOUT)
+        except RuntimeError as error:
+            raise PeerLost(f"the {world} processes of this run could not all start ({error})") from error
         self.busy = False  # the leader is inside an exchange (a stop then cannot be sent in order)
 
     @property
@@ -95,31 +130,35 @@ class TileGroup:
 
     # -- the leader's commands ---------------------------------------------------------------
 
+    @talks
     def announce(self, command: int, *arguments: int) -> None:
         """The leader: tell the followers what comes next (they wait in `receive`)."""
         message = torch.tensor([command, *arguments, *[0] * (3 - len(arguments))], dtype=torch.int64)
         self.busy = True
-        self.group.broadcast(message.to(self.device), 0).wait()
+        finish(self.group.broadcast(message.to(self.device), 0))
 
     def done(self) -> None:
         """The leader: the exchange that `announce` began is complete."""
         self.busy = False
 
+    @talks
     def receive(self) -> tuple[int, list[int]]:
         """A follower: the leader's next command and its arguments."""
         message = torch.zeros(4, dtype=torch.int64, device=self.device)
-        self.group.broadcast(message, 0).wait()
+        finish(self.group.broadcast(message, 0))
         command, *arguments = message.tolist()
         return command, arguments
 
     # -- tensors and values ------------------------------------------------------------------
 
+    @talks
     def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
         """The leader's `tensor`, on every process (followers pass a buffer of its shape)."""
         buffer = tensor.detach().to(self.device).contiguous()
-        self.group.broadcast(buffer, 0).wait()
+        finish(self.group.broadcast(buffer, 0))
         return buffer
 
+    @talks
     def broadcast_value(self, value: Any = None) -> Any:
         """The leader's picklable `value`, on every process (followers pass nothing)."""
         data = to_bytes(on_cpu(value)) if self.leads else torch.zeros(0, dtype=torch.uint8)
@@ -128,35 +167,40 @@ class TileGroup:
             data = torch.zeros(int(length.item()), dtype=torch.uint8)
         return from_bytes(self.broadcast(data), self.device)
 
+    @talks
     def gather_values(self, value: dict) -> dict | None:
         """Every process's dict merged, on the leader (None on the followers)."""
         if not self.leads:
             data = to_bytes(on_cpu(value)).to(self.device)
-            self.group.send([torch.tensor([data.numel()], dtype=torch.int64, device=self.device)], 0, 0).wait()
-            self.group.send([data], 0, 1).wait()
+            length = torch.tensor([data.numel()], dtype=torch.int64, device=self.device)
+            finish(self.group.send([length], 0, 0))
+            finish(self.group.send([data], 0, 1))
             return None
         merged = dict(value)
         for rank in range(1, self.world):
             length = torch.zeros(1, dtype=torch.int64, device=self.device)
-            self.group.recv([length], rank, 0).wait()
+            finish(self.group.recv([length], rank, 0))
             data = torch.zeros(int(length.item()), dtype=torch.uint8, device=self.device)
-            self.group.recv([data], rank, 1).wait()
+            finish(self.group.recv([data], rank, 1))
             merged.update(from_bytes(data, self.device))
         return merged
 
+    @talks
     def send_to_leader(self, tensor: torch.Tensor, tag: int) -> Any:
         """A follower: start sending `tensor` to the leader; wait on the returned work before
         changing or freeing the tensor."""
         return self.group.send([tensor.contiguous()], 0, tag)
 
+    @talks
     def start_receive(self, rank: int, like: torch.Tensor, shape: Sequence[int], tag: int) -> Receiving:
         """The leader: start receiving a tensor of `shape` (the dtype and device of `like`) from `rank`."""
         buffer = torch.empty(tuple(shape), dtype=like.dtype, device=self.device)
         return Receiving(buffer, self.group.recv([buffer], rank, tag))
 
+    @talks
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum `tensor` over the processes, in place (exact where all but one hold zeros)."""
-        self.group.allreduce([tensor]).wait()
+        finish(self.group.allreduce([tensor]))
         return tensor
 
     def close(self) -> None:
@@ -172,4 +216,3 @@ def owned(owners: list[int], group: TileGroup | None) -> list[int]:
     """The indices of the items this process computes."""
     rank = 0 if group is None else group.rank
     return [index for index, owner in enumerate(owners) if owner == rank]
-

@@ -441,7 +441,9 @@ class TiledObjective:
         receiving = {}
         if self.group is not None and self.group.leads:  # the followers' tiles arrive while ours are computed
             receiving = {
-                index: self.group.start_receive(self.owners[index], image, (*image.shape[:-2], *tile_shape(tile)), index)
+                index: self.group.start_receive(
+                    self.owners[index], image, (*image.shape[:-2], *tile_shape(tile)), index
+                )
                 for index, tile in ((index, self.tiles[index]) for index in order)
                 if self.owners[index] != rank
             }

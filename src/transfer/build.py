@@ -31,7 +31,7 @@ from src.transfer.inputs import (
 )
 from src.transfer.memory import check_large_enough
 from src.transfer.module import Style, StyleTransfer
-from src.transfer.tiled import MemoryPlan, TiledStyleTransfer, plan_run
+from src.transfer.tiled import MemoryPlan, TiledStyleTransfer, plan_run, shared_cost_ratio
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def build_module(
         tiling = {"tile_size": plan.tile_size, "group": group}
     if tiling and module_class is not StyleTransfer:
         raise UserError(f"a {size} px run of this kind cannot be tiled; choose a smaller size")
-    return (TiledStyleTransfer if tiling else module_class)(
+    module = (TiledStyleTransfer if tiling else module_class)(
         **tiling,
         backbone=backbone,
         content_image=content,
@@ -116,6 +116,25 @@ def build_module(
         ema=float(cfg.get("ema", 0.0)),
         normalization=cfg.get("normalization", "gatys"),
     )
+    if plan.fits_whole and group is not None and group.leads:
+        warn_if_sharing_is_slower(module, size, group.world, cfg.device.accelerator)
+    return module
+
+
+def warn_if_sharing_is_slower(module: Any, size: int, devices: int, cfg_accelerator: str) -> None:
+    """A run that one device takes whole may be slower in tiles on several: say so."""
+    on_cpu = target_device(cfg_accelerator).type == "cpu"
+    ratio = shared_cost_ratio(module.tiling, on_cpu)
+    if ratio > 1:
+        log.warning(
+            "%d px fits whole on one device, which is faster: shared between %d processes in tiles of %d px, a "
+            "step takes about %.1fx as long (the tiles' margins are computed again); device.devices=N pays off "
+            "for sizes that need tiles",
+            size,
+            devices,
+            module.tile_size,
+            ratio,
+        )
 
 
 def plan_level(

@@ -19,6 +19,8 @@ import logging
 import os
 import signal
 import socket
+import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +29,8 @@ import torch.multiprocessing as mp
 from omegaconf import DictConfig, OmegaConf
 
 from src.common.devices import target_device
-from src.common.errors import UserError
-from src.nst.distributed import STOP, TARGETS, TileGroup
+from src.common.errors import RunStopped, UserError
+from src.nst.distributed import STOP, TARGETS, PeerLost, TileGroup
 
 log = logging.getLogger(__name__)
 ADDRESS = "127.0.0.1"
@@ -112,7 +114,7 @@ def start_team(cfg: DictConfig, devices: int) -> Team:
     ]
     for process in processes:
         process.start()
-    team = Team(TileGroup(0, devices, ADDRESS, port, process_device(cfg.device.accelerator, 0)), processes)
+    team = Team(join_as_leader(processes, devices, port, process_device(cfg.device.accelerator, 0)), processes)
     torch.set_num_threads(threads)
     log.info("%d processes share the tiles (%d thread(s) each on the CPU)", devices, threads)
     return team
@@ -125,6 +127,32 @@ def end_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         pass
+
+
+def join_as_leader(processes: list[Any], devices: int, port: int, device: torch.device) -> TileGroup:
+    """The leader's group, once every follower has joined; a follower that dies while starting
+    stops the run at once (not after the start timeout)."""
+    joined: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            joined["group"] = TileGroup(0, devices, ADDRESS, port, device)
+        except PeerLost as error:
+            joined["error"] = error
+
+    connecting = threading.Thread(target=connect, daemon=True)
+    connecting.start()
+    while connecting.is_alive():
+        connecting.join(0.2)
+        failed = [rank for rank, process in enumerate(processes, 1) if process.exitcode is not None]
+        if failed and connecting.is_alive():
+            joined["error"] = PeerLost(f"process {failed[0]} of {devices} stopped while starting (see above)")
+            break
+    if "group" in joined:
+        return joined["group"]
+    for process in processes:
+        process.terminate()
+    raise RunStopped(str(joined["error"]), exit_code=1)
 
 
 def follow(rank: int, world: int, port: int, config: dict, threads: int) -> None:
@@ -148,10 +176,10 @@ def follow(rank: int, world: int, port: int, config: dict, threads: int) -> None
     else:
         torch.use_deterministic_algorithms(True)  # as the leader's Trainer (src/transfer/trainer.py)
     group = TileGroup(rank, world, ADDRESS, port, device)
-    inputs = load_inputs(cfg)
     module: Any = None
     level: tuple[int, int] | None = None
     try:
+        inputs = load_inputs(cfg)
         while True:
             command, arguments = group.receive()
             if command == STOP:
@@ -160,8 +188,13 @@ def follow(rank: int, world: int, port: int, config: dict, threads: int) -> None
                 backbone = None if module is None else module.backbone
                 module = None
                 level = (arguments[0], arguments[1])
-                module = build_module(cfg, size=level[0], inputs=inputs, backbone=backbone, group=group, tile_size=level[1])
+                module = build_module(
+                    cfg, size=level[0], inputs=inputs, backbone=backbone, group=group, tile_size=level[1]
+                )
                 module.to(device)
             module.tiling.serve(command)
+    except (UserError, PeerLost) as error:  # the leader reports the run's end; this says why
+        print(f"process {rank} of {world}: {error}", file=sys.stderr)
+        sys.exit(1)
     finally:
         group.close()

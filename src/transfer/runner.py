@@ -19,7 +19,7 @@ from src.common.errors import Interrupted, RunStopped, UserError
 from src.common.export import export_image
 from src.common.images import save_image, to_pil
 from src.common.paths import resolve_input_path
-from src.nst.distributed import TileGroup
+from src.nst.distributed import PeerLost, TileGroup
 from src.transfer.build import build_module, plan_level
 from src.transfer.callbacks import RunClock, log_final, run_callbacks
 from src.transfer.checkpoints import (
@@ -28,7 +28,7 @@ from src.transfer.checkpoints import (
     checkpoint_path,
     save_checkpoint,
 )
-from src.transfer.coarse_to_fine import coarse_to_fine, pyramid_plan
+from src.transfer.coarse_to_fine import LEVELS_DIR, coarse_to_fine, pyramid_plan
 from src.transfer.distributed import check_devices, start_team
 from src.transfer.inputs import Inputs, load_inputs
 from src.transfer.loggers import close_loggers
@@ -98,7 +98,13 @@ def stylize(
     )
     team = start_team(cfg, devices) if devices > 1 else None
     try:
-        return run_style_transfer(cfg, output_dir, inputs, resume_from, extra_callbacks, None if team is None else team.group)
+        return run_style_transfer(
+            cfg, output_dir, inputs, resume_from, extra_callbacks, None if team is None else team.group
+        )
+    except PeerLost as error:
+        saved = checkpoint_path(output_dir).is_file() or (output_dir / LEVELS_DIR).is_dir()
+        then = f"continue with resume={output_dir} (from its last checkpoint)" if saved else "nothing was saved yet"
+        raise RunStopped(f"{error}: {then}", exit_code=1) from error
     finally:
         if team is not None:
             team.close()

@@ -10,7 +10,7 @@ several devices (device.devices=N) is tiled so that each has tiles to compute.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -77,6 +77,7 @@ class MemoryPlan:
     tile_size: int | None
     history_size: int
     needed_bytes: int
+    fits_whole: bool = False  # tiled only to share the run between devices: one device could take it whole
 
 
 def activation_peak_bytes(height: int, width: int, layers: list[str], compute_dtype: str) -> float:
@@ -111,6 +112,30 @@ def tiled_peak_bytes(
     )
     content = activation_bytes(height, width, deepest_layer(content_layers), only=content_layers)
     return int(BASE_BYTES + crop + content + (2 * history_size + 4 + TILED_IMAGE_BUFFERS) * image)
+
+
+# Measured on the CPU (bfloat16, 1024 px, docs/devices.md): a tiled step takes 1.2 times what
+# its crops' pixels predict against an untiled step (the moments' sums in float32 and float64,
+# the messages), and 2 threads run 1.8 times as fast as 1.
+TILED_COST_FACTOR = 1.2
+THREAD_EFFICIENCY = 0.9
+
+
+def shared_cost_ratio(tiling: TiledObjective, on_cpu: bool) -> float:
+    """About how long a shared tiled step takes against an untiled step on one device (on the
+    CPU: one process with every core): the busiest process's pixels (a forward and a backward
+    of each of its crops, another forward of each but its last) over the image's (a forward
+    and a backward), a backward costing two forwards."""
+    height, width = tiling.module.image.shape[-2:]
+    areas = [(t.rows.stop - t.rows.start) * (t.cols.stop - t.cols.start) for t in tiling.tiles]
+    world = 1 if tiling.group is None else tiling.group.world
+    busiest = max(
+        sum(4 * areas[i] for i, owner in enumerate(tiling.owners) if owner == rank)
+        - max((areas[i] for i, owner in enumerate(tiling.owners) if owner == rank), default=0)
+        for rank in range(world)
+    )
+    ratio = TILED_COST_FACTOR * busiest / (3 * height * width)
+    return ratio * world * THREAD_EFFICIENCY if on_cpu else ratio
 
 
 def plan_memory(
@@ -171,11 +196,14 @@ def plan_shared(
     the largest history that fits; None if the image is too small to share."""
     histories = [history_size, *(h for h in HISTORY_SIZES if h < history_size)] if history_size else [0]
     held = SHARED_IMAGE_BUFFERS * 3 * height * width * BYTES_PER_FLOAT
-    for history in histories:
-        for tile in even_tile_sizes(height, width, devices):
-            needed = tiled_peak_bytes(height, width, layers, content_layers, history, compute_dtype, tile) + held
-            if needed <= have:
-                return MemoryPlan(tile, history, needed)
+    tiles = even_tile_sizes(height, width, devices)
+    # As plan_memory: large tiles first, each with the largest history that fits.
+    for group in ([t for t in tiles if t >= LARGE_TILE], [t for t in tiles if t < LARGE_TILE]):
+        for history in histories:
+            for tile in group:
+                needed = tiled_peak_bytes(height, width, layers, content_layers, history, compute_dtype, tile) + held
+                if needed <= have:
+                    return MemoryPlan(tile, history, needed)
     return None
 
 
@@ -232,6 +260,9 @@ def plan_run(
     plan = None
     if devices > 1 and tile_size is None:
         plan = plan_shared(height, width, layers, content_layers, history_size, compute_dtype, have, devices)
+        whole = plan_memory(height, width, layers, content_layers, history_size, compute_dtype, have * devices, None)
+        if plan is not None and whole is not None and whole.tile_size is None:
+            plan = replace(plan, fits_whole=True)
     if plan is None:
         plan = plan_memory(height, width, layers, content_layers, history_size, compute_dtype, have, tile_size)
     style_layers = [name for name in layers if name not in content_layers] or layers

@@ -105,6 +105,11 @@ def validate_video(cfg: DictConfig) -> None:
         )
     if cfg.pyramid.levels != 1:
         raise UserError("pyramid: coarse to fine is not available for video; leave pyramid.levels=1")
+    if cfg.device.get("devices", 1) != 1:
+        raise UserError(
+            f"device.devices={cfg.device.devices}: a video's frames are computed whole, on one device; "
+            "leave device.devices=1"
+        )
 
 
 def load_styles(cfg: DictConfig) -> list[StyleInput]:
