@@ -14,6 +14,7 @@ try:  # Ctrl-C while the libraries load is one line, not a traceback
 
     from src.cli.app import configure, run_app
     from src.sweeps.job import run_sweep_job
+    from src.transfer.distributed import follow_launched, launched_follower
     from src.transfer.resume import resumed_run
     from src.transfer.runner import stylize
 except KeyboardInterrupt:
@@ -46,4 +47,6 @@ if __name__ == "__main__":
         configure()
     except KeyboardInterrupt:
         interrupted_while_starting()
+    if launched_follower():  # torchrun's rank > 0: it computes tiles for rank 0's run
+        raise SystemExit(follow_launched())
     run_main(main, "config", "src.run")

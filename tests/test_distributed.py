@@ -17,11 +17,12 @@ from hydra import compose, initialize_config_dir
 
 from src.nst.distributed import split_by_cost
 from src.transfer.build import build_module
-from src.transfer.distributed import start_team
+from src.transfer.distributed import start_team, threads_per_process
 from src.transfer.inputs import load_inputs
 
 RUN = ["logger=none", "device=cpu", "checkpoint_every=0", "init=noise"]
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # what each of the 2 processes gets on a 2-core machine
+# A single process with the threads that each of 2 processes gets: the same arithmetic per tile.
+SAME_THREADS = {"OMP_NUM_THREADS": str(threads_per_process(2))}
 
 
 def test_tiles_are_split_by_cost_and_every_rank_gets_one_while_there_are_enough():
@@ -91,7 +92,7 @@ def test_a_run_on_two_processes_writes_what_one_process_writes_with_the_same_ima
     """Coarse to fine, so the followers build each level's module again."""
     common = [*RUN, "size=192", "steps=4", "pyramid=factor2", "tile_size=96"]
     two = run_cli(*common, "device.devices=2", f"hydra.run.dir={tmp_path / 'two'}")
-    one = run_cli(*common, f"hydra.run.dir={tmp_path / 'one'}", env=ONE_THREAD)
+    one = run_cli(*common, f"hydra.run.dir={tmp_path / 'one'}", env=SAME_THREADS)
     assert two.returncode == 0 and one.returncode == 0, two.stderr[-2000:] + one.stderr[-2000:]
     assert (tmp_path / "two" / "final.png").read_bytes() == (tmp_path / "one" / "final.png").read_bytes()
     assert run_files(tmp_path / "two") == run_files(tmp_path / "one")  # only the leader writes
@@ -129,9 +130,9 @@ def test_a_resume_may_use_another_number_of_processes_and_gives_the_uninterrupte
     common = [*RUN, "size=128", "tile_size=64", "checkpoint_every=1"]
     first = run_cli(*common, "steps=3", "device.devices=2", f"hydra.run.dir={tmp_path / 'run'}")
     assert first.returncode == 0, first.stderr[-2000:]
-    resumed = run_cli("steps=6", "device.devices=1", "logger=none", f"resume={tmp_path / 'run'}", env=ONE_THREAD)
+    resumed = run_cli("steps=6", "device.devices=1", "logger=none", f"resume={tmp_path / 'run'}", env=SAME_THREADS)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    straight = run_cli(*common, "steps=6", f"hydra.run.dir={tmp_path / 'straight'}", env=ONE_THREAD)
+    straight = run_cli(*common, "steps=6", f"hydra.run.dir={tmp_path / 'straight'}", env=SAME_THREADS)
     assert straight.returncode == 0, straight.stderr[-2000:]
     assert (tmp_path / "run" / "final.png").read_bytes() == (tmp_path / "straight" / "final.png").read_bytes()
     assert read_metrics(tmp_path / "run")["steps"] == 6
@@ -142,7 +143,7 @@ def test_a_resume_may_use_another_number_of_processes_and_gives_the_uninterrupte
     [
         ("device.devices=0", "device.devices=0: must be a positive integer"),
         ("device.devices=512", "device.devices=512: this machine has"),
-        ("device.num_nodes=2", "device.num_nodes=2: a run uses the devices of one machine"),
+        ("device.num_nodes=2", "device.num_nodes=2: the processes of several machines are started by a launcher"),
         ("style_loss=histogram", "style_loss=histogram cannot be computed in tiles"),
         ("content.path=no_such_photo.jpg", "no_such_photo.jpg"),
         ("tile_size=0", "tile_size=0 (never tile) leaves nothing to share"),
@@ -228,3 +229,48 @@ def test_a_follower_that_dies_stops_the_run_in_one_line_that_says_how_to_continu
 def test_video_runs_are_not_shared(tmp_path):
     result = run_cli("device.devices=2", "logger=none", f"hydra.run.dir={tmp_path / 'run'}", module="src.video")
     assert result.returncode == 2 and "a video's frames are computed whole" in result.stderr, result.stderr[-2000:]
+
+
+def torchrun(*arguments: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", *arguments],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_processes_started_by_torchrun_on_two_machines_give_the_single_process_image(tmp_path):
+    """Two torchrun agents on this machine stand for two machines of one process each."""
+    run = [*RUN, "size=160", "steps=3", "tile_size=80", "device.devices=1", "device.num_nodes=2"]
+    port = str(29000 + os.getpid() % 1000)
+    nodes = [
+        torchrun(
+            "--nnodes=2",
+            "--nproc-per-node=1",
+            f"--node-rank={rank}",
+            "--master-addr=127.0.0.1",
+            f"--master-port={port}",
+            "-m",
+            "src.run",
+            *run,
+            f"hydra.run.dir={tmp_path / 'shared'}",
+        )
+        for rank in (1, 0)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    alone = run_cli(*RUN, "size=160", "steps=3", "tile_size=80", f"hydra.run.dir={tmp_path / 'alone'}")
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    assert (tmp_path / "shared" / "final.png").read_bytes() == (tmp_path / "alone" / "final.png").read_bytes()
+    assert read_metrics(tmp_path / "shared")["tiling"]["devices"] == 2
+    assert "started by the launcher" in (tmp_path / "shared" / "run.log").read_text()
+
+
+def test_a_launcher_that_started_another_number_of_processes_is_refused_before_any_work(tmp_path):
+    launcher = {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    result = run_cli(*RUN, "size=64", "steps=1", "device.devices=3", f"hydra.run.dir={tmp_path / 'run'}", env=launcher)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "= 3 processes, but the launcher started 2 (WORLD_SIZE)" in result.stderr

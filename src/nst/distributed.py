@@ -108,12 +108,17 @@ class Receiving:
 class TileGroup:
     """This process's place in a run on `world` processes, and the messages it exchanges."""
 
-    def __init__(self, rank: int, world: int, address: str, port: int, device: torch.device) -> None:
+    def __init__(self, rank: int, world: int, address: str, port: int, device: torch.device, store: Any = None) -> None:
+        """Join the run's group at `address`:`port` (rank 0 serves it), or through `store` (a
+        launcher's, such as torchrun's)."""
         self.rank = rank
         self.world = world
         self.device = device
         try:
-            store = dist.TCPStore(address, port, world, rank == 0, timeout=START_TIMEOUT)
+            if store is None:
+                store = dist.TCPStore(address, port, world, rank == 0, timeout=START_TIMEOUT)
+            else:
+                store = dist.PrefixStore("nst-lab", store)
             if device.type == "cuda":
                 options = dist.ProcessGroupNCCL.Options()
                 options._timeout = TIMEOUT  # the public constructor's `timeout` is not in torch's stubs

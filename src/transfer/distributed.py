@@ -1,4 +1,5 @@
-"""device.devices=N: one run's tiles computed by N processes on this machine.
+"""device.devices=N: one run's tiles computed by N processes: started here, on this machine, or
+by a launcher (torchrun; device.num_nodes machines of device.devices processes each).
 
 The leader is the run's own process: it validates, reads the inputs and plans before any
 other process starts, then runs as usual (Lightning on one device, every file written by
@@ -25,15 +26,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 from omegaconf import DictConfig, OmegaConf
 
 from src.common.devices import target_device
 from src.common.errors import RunStopped, UserError
-from src.nst.distributed import STOP, TARGETS, PeerLost, TileGroup
+from src.nst.distributed import START_TIMEOUT, STOP, TARGETS, PeerLost, TileGroup, from_bytes, to_bytes
 
 log = logging.getLogger(__name__)
 ADDRESS = "127.0.0.1"
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+CONFIG_KEY = "nst-lab/config"
 PR_SET_PDEATHSIG = 1
 
 
@@ -53,14 +57,41 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def launched() -> tuple[int, int, int, int] | None:
+    """(rank, world size, local rank, processes on this machine) when a launcher such as torchrun
+    started this process as one of several (its RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)."""
+    if not all(os.environ.get(name) for name in LAUNCHER_VARIABLES) or int(os.environ["WORLD_SIZE"]) < 2:
+        return None
+    world = int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", 0)), local
+
+
+def launched_follower() -> bool:
+    """Whether this process is a launcher's rank > 0: it serves the leader, it runs no command."""
+    started = launched()
+    return started is not None and started[0] != 0
+
+
 def check_devices(cfg: DictConfig) -> int:
     """device.devices and device.num_nodes, checked before any process starts: the number of processes."""
     devices, nodes = cfg.device.get("devices", 1), cfg.device.get("num_nodes", 1)
     if not isinstance(devices, int) or devices < 1:
         raise UserError(f"device.devices={devices}: must be a positive integer (processes that share the tiles)")
-    if nodes != 1:
-        raise UserError(f"device.num_nodes={nodes}: a run uses the devices of one machine; set device.num_nodes=1")
-    if devices == 1:
+    if not isinstance(nodes, int) or nodes < 1:
+        raise UserError(f"device.num_nodes={nodes}: must be a positive integer (machines)")
+    started = launched()
+    if started is not None and started[1] != devices * nodes:
+        raise UserError(
+            f"device.devices={devices} x device.num_nodes={nodes} = {devices * nodes} processes, "
+            f"but the launcher started {started[1]} (WORLD_SIZE)"
+        )
+    if started is None and nodes > 1:
+        raise UserError(
+            f"device.num_nodes={nodes}: the processes of several machines are started by a launcher, "
+            "torchrun on each machine (docs/devices.md)"
+        )
+    if devices * nodes == 1:
         return 1
     device = target_device(cfg.device.accelerator)
     have = torch.cuda.device_count() if device.type == "cuda" else os.cpu_count() or 1
@@ -74,7 +105,7 @@ def check_devices(cfg: DictConfig) -> int:
             f"style_loss=histogram cannot be computed in tiles, so not on device.devices={devices}; "
             "use style_loss=gram or mean_cov"
         )
-    return devices
+    return devices * nodes
 
 
 @dataclass
@@ -102,9 +133,20 @@ class Team:
 
 
 def start_team(cfg: DictConfig, devices: int) -> Team:
-    """Start devices - 1 followers of the run `cfg` and join them as the leader (rank 0)."""
-    port = free_port()
+    """Start devices - 1 followers of the run `cfg` and join them as the leader (rank 0); or,
+    where a launcher started them, join those."""
     config = OmegaConf.to_container(cfg, resolve=True)
+    started = launched()
+    if started is not None:
+        _, world, _, local = started
+        store = launcher_store()
+        store.set(CONFIG_KEY, bytes(to_bytes(config).numpy()))  # the followers read the run's config here
+        team = Team(TileGroup(0, world, "", 0, process_device(cfg.device.accelerator, 0), store), [])
+        if target_device(cfg.device.accelerator).type == "cpu":
+            torch.set_num_threads(threads_per_process(local))
+        log.info("%d processes share the tiles (started by the launcher)", world)
+        return team
+    port = free_port()
     device = target_device(cfg.device.accelerator)
     threads = threads_per_process(devices) if device.type == "cpu" else torch.get_num_threads()
     context = mp.get_context("spawn")  # not fork: safe with CUDA and with the leader's threads
@@ -156,10 +198,37 @@ def join_as_leader(processes: list[Any], devices: int, port: int, device: torch.
 
 
 def follow(rank: int, world: int, port: int, config: dict, threads: int) -> None:
-    """A follower process: build the leader's module for each level and compute its tiles."""
+    """A follower process started by the leader."""
+    cfg = prepare_follower(config, threads)
+    device = process_device(cfg.device.accelerator, rank)
+    serve(cfg, TileGroup(rank, world, ADDRESS, port, device), device)
+
+
+def follow_launched() -> int:
+    """A follower process started by a launcher: the leader sends the config; exit code 0 or 1."""
+    started = launched()
+    assert started is not None
+    rank, world, local_rank, local = started
+    store = launcher_store()
+    config = from_bytes(torch.frombuffer(bytearray(store.get(CONFIG_KEY)), dtype=torch.uint8), torch.device("cpu"))
+    cfg = prepare_follower(config, threads_per_process(local))
+    device = process_device(cfg.device.accelerator, local_rank)
+    try:
+        serve(cfg, TileGroup(rank, world, "", 0, device, store), device)
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    return 0
+
+
+def launcher_store() -> Any:
+    """The launcher's store (torchrun's, or one that rank 0 serves at MASTER_ADDR:MASTER_PORT)."""
+    store, _, _ = next(dist.rendezvous("env://", timeout=START_TIMEOUT))
+    return store
+
+
+def prepare_follower(config: dict, threads: int) -> DictConfig:
+    """A follower's process-wide settings, as the leader's; the run's config."""
     from src.cli.app import configure
-    from src.transfer.build import build_module
-    from src.transfer.inputs import load_inputs
 
     # Ctrl-C and SIGTERM are the leader's to handle (it saves, then stops us); should the
     # leader die without stopping us, the kernel ends this process too.
@@ -170,12 +239,19 @@ def follow(rank: int, world: int, port: int, config: dict, threads: int) -> None
     configure()
     torch.set_num_threads(threads)
     cfg = OmegaConf.create(config)
-    device = process_device(cfg.device.accelerator, rank)
+    if target_device(cfg.device.accelerator).type == "cpu":
+        torch.use_deterministic_algorithms(True)  # as the leader's Trainer (src/transfer/trainer.py)
+    return cfg
+
+
+def serve(cfg: DictConfig, group: TileGroup, device: torch.device) -> None:
+    """Build the leader's module for each level and compute this process's tiles, until told to stop."""
+    from src.transfer.build import build_module
+    from src.transfer.inputs import load_inputs
+
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    else:
-        torch.use_deterministic_algorithms(True)  # as the leader's Trainer (src/transfer/trainer.py)
-    group = TileGroup(rank, world, ADDRESS, port, device)
+    rank, world = group.rank, group.world
     module: Any = None
     level: tuple[int, int] | None = None
     try:
