@@ -158,10 +158,8 @@ def test_bad_input_is_refused_in_one_line_before_any_process_starts(tmp_path, ov
     assert "processes share" not in result.stdout + result.stderr
 
 
-def test_ctrl_c_saves_the_run_and_stops_every_process(tmp_path):
-    """Ctrl-C reaches the whole process group; the followers leave it to the leader, which
-    finishes its step, saves, then stops them."""
-    run_dir = tmp_path / "run"
+def start_long_run(run_dir) -> subprocess.Popen:
+    """A long 2-process run in a session of its own, once it has saved a checkpoint."""
     process = subprocess.Popen(
         [sys.executable, "-m", "src.run", *RUN, "size=192", "steps=400", "device.devices=2", "checkpoint_every=1"]
         + [f"hydra.run.dir={run_dir}"],
@@ -177,6 +175,14 @@ def test_ctrl_c_saves_the_run_and_stops_every_process(tmp_path):
         assert process.poll() is None, process.stderr.read() if process.stderr else ""
         assert time.time() < deadline, "the run never saved a checkpoint"
         time.sleep(0.05)
+    return process
+
+
+def test_ctrl_c_saves_the_run_and_stops_every_process(tmp_path):
+    """Ctrl-C reaches the whole process group; the followers leave it to the leader, which
+    finishes its step, saves, then stops them."""
+    run_dir = tmp_path / "run"
+    process = start_long_run(run_dir)
     os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group
     _, stderr = process.communicate(timeout=240)
     assert process.returncode == 130, stderr[-2000:]
@@ -204,19 +210,7 @@ def followers_of(pid: int) -> list[int]:
 
 def test_a_follower_that_dies_stops_the_run_in_one_line_that_says_how_to_continue(tmp_path):
     run_dir = tmp_path / "run"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "src.run", *RUN, "size=192", "steps=400", "device.devices=2", "checkpoint_every=1"]
-        + [f"hydra.run.dir={run_dir}"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 240
-    while not (run_dir / "checkpoints" / "last.ckpt").exists():
-        assert process.poll() is None and time.time() < deadline
-        time.sleep(0.05)
+    process = start_long_run(run_dir)
     (follower,) = followers_of(process.pid)
     os.kill(follower, signal.SIGKILL)
     _, stderr = process.communicate(timeout=240)
