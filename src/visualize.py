@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from src.cli.entry import interrupted_while_starting, run_main
+from src.cli.entry import hold_interrupts, interrupted_while_starting, run_main
 
-try:  # Ctrl-C while the libraries load is one line, not a traceback
+if __name__ == "__main__":
+    hold_interrupts()  # until run_main: Ctrl-C while the libraries load is one line, not a traceback
+try:
     from typing import Any
 
     import hydra

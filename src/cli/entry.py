@@ -9,6 +9,7 @@ is one line and exit code 130. Errors of the work itself are the app's to report
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -16,6 +17,21 @@ from typing import Any, NoReturn
 from src.cli.argv import prepare_argv
 
 INTERRUPTED_EXIT = 130
+_held: list[int] = []  # Ctrl-C received while the libraries load
+
+
+def hold_interrupts() -> None:
+    """Remember Ctrl-C while the libraries load instead of raising it inside them: an import that
+    catches every exception swallows the KeyboardInterrupt, and the command would then run on
+    as if it had not been stopped. `run_main` acts on it once the imports are done."""
+    signal.signal(signal.SIGINT, lambda signum, frame: _held.append(signum))
+
+
+def release_interrupts() -> None:
+    """Ctrl-C raises again; one that came while the libraries loaded ends the command now."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _held:
+        interrupted_while_starting()
 
 
 def interrupted_while_starting() -> NoReturn:
@@ -26,6 +42,7 @@ def interrupted_while_starting() -> NoReturn:
 
 
 def run_main(main: Callable[[], Any], config_name: str, app: str) -> None:
+    release_interrupts()
     try:
         prepare_argv(config_name)
         # Hydra then raises its config errors instead of printing them in several lines.

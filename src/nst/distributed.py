@@ -23,6 +23,8 @@ import torch
 import torch.distributed as dist
 
 Result = TypeVar("Result")
+# Message tags: a gathered value's length and bytes; then one per tile's gradient.
+LENGTH_TAG, BYTES_TAG, FIRST_TILE_TAG = 0, 1, 2
 
 # What the leader asks of the followers.
 STOP, LEVEL, TARGETS, TERMS, GRADIENT = range(5)
@@ -72,10 +74,6 @@ class PeerLost(RuntimeError):
     """Another process of the run stopped (or cannot be reached)."""
 
 
-def finish(work: Any) -> None:
-    work.wait()
-
-
 def talks(method: Callable[..., Result]) -> Callable[..., Result]:
     """A method that exchanges messages: a process that has gone is named as such."""
 
@@ -101,7 +99,7 @@ class Receiving:
 
     @talks
     def result(self) -> torch.Tensor:
-        finish(self.work)
+        self.work.wait()
         return self.buffer
 
 
@@ -140,7 +138,7 @@ class TileGroup:
         """The leader: tell the followers what comes next (they wait in `receive`)."""
         message = torch.tensor([command, *arguments, *[0] * (3 - len(arguments))], dtype=torch.int64)
         self.busy = True
-        finish(self.group.broadcast(message.to(self.device), 0))
+        self.group.broadcast(message.to(self.device), 0).wait()
 
     def done(self) -> None:
         """The leader: the exchange that `announce` began is complete."""
@@ -150,7 +148,7 @@ class TileGroup:
     def receive(self) -> tuple[int, list[int]]:
         """A follower: the leader's next command and its arguments."""
         message = torch.zeros(4, dtype=torch.int64, device=self.device)
-        finish(self.group.broadcast(message, 0))
+        self.group.broadcast(message, 0).wait()
         command, *arguments = message.tolist()
         return command, arguments
 
@@ -160,7 +158,7 @@ class TileGroup:
     def broadcast(self, tensor: torch.Tensor) -> torch.Tensor:
         """The leader's `tensor`, on every process (followers pass a buffer of its shape)."""
         buffer = tensor.detach().to(self.device).contiguous()
-        finish(self.group.broadcast(buffer, 0))
+        self.group.broadcast(buffer, 0).wait()
         return buffer
 
     @talks
@@ -178,15 +176,15 @@ class TileGroup:
         if not self.leads:
             data = to_bytes(on_cpu(value)).to(self.device)
             length = torch.tensor([data.numel()], dtype=torch.int64, device=self.device)
-            finish(self.group.send([length], 0, 0))
-            finish(self.group.send([data], 0, 1))
+            self.group.send([length], 0, LENGTH_TAG).wait()
+            self.group.send([data], 0, BYTES_TAG).wait()
             return None
         merged = dict(value)
         for rank in range(1, self.world):
             length = torch.zeros(1, dtype=torch.int64, device=self.device)
-            finish(self.group.recv([length], rank, 0))
+            self.group.recv([length], rank, LENGTH_TAG).wait()
             data = torch.zeros(int(length.item()), dtype=torch.uint8, device=self.device)
-            finish(self.group.recv([data], rank, 1))
+            self.group.recv([data], rank, BYTES_TAG).wait()
             merged.update(from_bytes(data, self.device))
         return merged
 
@@ -194,22 +192,23 @@ class TileGroup:
     def send_to_leader(self, tensor: torch.Tensor, tag: int) -> Any:
         """A follower: start sending `tensor` to the leader; wait on the returned work before
         changing or freeing the tensor."""
-        return self.group.send([tensor.contiguous()], 0, tag)
+        return self.group.send([tensor.contiguous()], 0, FIRST_TILE_TAG + tag)
 
     @talks
     def start_receive(self, rank: int, like: torch.Tensor, shape: Sequence[int], tag: int) -> Receiving:
         """The leader: start receiving a tensor of `shape` (the dtype and device of `like`) from `rank`."""
         buffer = torch.empty(tuple(shape), dtype=like.dtype, device=self.device)
-        return Receiving(buffer, self.group.recv([buffer], rank, tag))
+        return Receiving(buffer, self.group.recv([buffer], rank, FIRST_TILE_TAG + tag))
 
     @talks
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum `tensor` over the processes, in place (exact where all but one hold zeros)."""
-        finish(self.group.allreduce([tensor]))
+        self.group.allreduce([tensor]).wait()
         return tensor
 
     def close(self) -> None:
-        self.group.shutdown() if hasattr(self.group, "shutdown") else None
+        if hasattr(self.group, "shutdown"):
+            self.group.shutdown()
 
 
 def leading(group: TileGroup | None) -> bool:

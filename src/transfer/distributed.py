@@ -158,7 +158,8 @@ def start_team(cfg: DictConfig, devices: int) -> Team:
         process.start()
     team = Team(join_as_leader(processes, devices, port, process_device(cfg.device.accelerator, 0)), processes)
     torch.set_num_threads(threads)
-    log.info("%d processes share the tiles (%d thread(s) each on the CPU)", devices, threads)
+    each = f", {threads} thread(s) each" if device.type == "cpu" else ", a GPU each"
+    log.info("%d processes share the tiles%s", devices, each)
     return team
 
 
