@@ -447,3 +447,29 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, clip, case, words):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], result.stderr
     assert not list((run_dir / "frames").glob("*.png")) if (run_dir / "frames").exists() else True
+
+
+def test_an_unreadable_frame_part_way_keeps_the_frames_done_and_says_so(tmp_path):
+    """The bundled clip with 200 kB zeroed half-way: the frames before the damage are stylised,
+    written as stylised.mp4 and preview.mp4, and the run fails in one line (exit 2)."""
+    data = bytearray((ROOT / "assets" / "video" / "bigbuckbunny.mp4").read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 200_000] = bytes(200_000)
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        f"video.path={damaged}",
+        "video.start=2.0",
+        "video.flow.cache_dir=null",
+        *FAST,
+        f"hydra.run.dir={run_dir}",
+        module="src.video",
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert "cannot be decoded" in line and "kept 4 stylised frames" in line, line
+    assert len(list((run_dir / "frames").glob("frame_*.png"))) == 4
+    assert streams(run_dir / "stylised.mp4")["video"][1] == 4 and streams(run_dir / "preview.mp4")["video"][1] == 4
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "cannot be decoded" in metrics["error"]

@@ -124,17 +124,18 @@ def read_frames(
             if time < start - source_step / 2:
                 continue
             if fps is None:
-                if time >= end - 1e-6 or count >= limit:
+                if time >= end - 1e-6:
                     return
                 yield Frame(count, time, frame.to_image())
                 count += 1
-                continue
-            # Resampling: a frame is emitted once its successor's time is known.
-            if previous is not None:
-                for output in _resampled(previous, (time + previous[0]) / 2, start, end, fps, count, limit):
-                    yield output
-                    count += 1
-            previous = (time, frame)
+            else:  # resampling: a frame is emitted once its successor's time is known
+                if previous is not None:
+                    for output in _resampled(previous, (time + previous[0]) / 2, start, end, fps, count, limit):
+                        yield output
+                        count += 1
+                previous = (time, frame)
+            if count >= limit:  # before decoding another frame, which may be the unreadable one
+                return
         if fps is not None and previous is not None:
             # The last frame shows until the end of the range.
             for output in _resampled(previous, float("inf"), start, end, fps, count, limit):

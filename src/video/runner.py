@@ -142,8 +142,10 @@ class Clip:
     max_frames: int | None
     size: tuple[int, int]  # (width, height) of the output frames
 
-    def frames(self) -> Iterator[io.Frame]:
-        return io.read_frames(self.info, self.start, self.end, self.max_frames, self.resample)
+    def frames(self, count: int | None = None) -> Iterator[io.Frame]:
+        """The selected frames; with `count`, only the first `count` (nothing decoded after them)."""
+        limit = self.max_frames if count is None else min(count, self.max_frames or count)
+        return io.read_frames(self.info, self.start, self.end, limit, self.resample)
 
     def selection(self) -> dict[str, Any]:
         return {"start": self.start, "end": self.end, "fps": str(self.resample), "max_frames": self.max_frames}
@@ -337,7 +339,10 @@ def stylize_video(cfg: DictConfig, output_dir: str | Path) -> dict[str, Any]:
     except UserError as error:
         if rows:  # an unreadable frame part-way: keep what was done, say so
             write_outputs(cfg, run_dir, clip, rows)
-            raise UserError(f"{error}; kept {len(rows)} stylised frames in {run_dir / FRAMES_DIR}") from None
+            write_metrics(run_dir, summarise(rows, {**info, "status": "failed", "error": str(error)}))
+            raise UserError(
+                f"{error}; kept {len(rows)} stylised frames in {run_dir / FRAMES_DIR} and {run_dir / VIDEO_FILE}"
+            ) from None
         raise
     finally:
         if logger is not None:
@@ -469,9 +474,7 @@ def write_outputs(cfg: DictConfig, run_dir: Path, clip: Clip, rows: list[dict[st
 
 def side_by_side(run_dir: Path, clip: Clip, count: int) -> Iterator[Image.Image]:
     """content | stylised, frame by frame (the content read again from the clip)."""
-    for frame in clip.frames():
-        if frame.index >= count:
-            return
+    for frame in clip.frames(count):
         content = resize(frame.image, clip.size)
         with Image.open(frame_path(run_dir, frame.index)) as stylised:
             pair = Image.new("RGB", (clip.size[0] * 2, clip.size[1]))
