@@ -168,7 +168,8 @@ class TileGroup:
         length = self.broadcast(torch.tensor([data.numel()], dtype=torch.int64))
         if not self.leads:
             data = torch.zeros(int(length.item()), dtype=torch.uint8)
-        return from_bytes(self.broadcast(data), self.device)
+        received = self.broadcast(data)
+        return value if self.leads else from_bytes(received, self.device)
 
     @talks
     def gather_values(self, value: dict) -> dict | None:

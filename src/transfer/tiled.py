@@ -138,6 +138,34 @@ def shared_cost_ratio(tiling: TiledObjective, on_cpu: bool) -> float:
     return ratio * world * THREAD_EFFICIENCY if on_cpu else ratio
 
 
+def history_options(history_size: int) -> list[int]:
+    """The configured L-BFGS history, then the shorter ones of HISTORY_SIZES (0: not L-BFGS)."""
+    return [history_size, *(h for h in HISTORY_SIZES if h < history_size)] if history_size else [0]
+
+
+def first_tiled_plan(
+    height: int,
+    width: int,
+    layers: list[str],
+    content_layers: list[str],
+    histories: list[int],
+    compute_dtype: str,
+    have: int,
+    tiles: list[int],
+    extra_bytes: int = 0,
+) -> MemoryPlan | None:
+    """The first of `tiles` and `histories` that fits in `have` (with `extra_bytes` more held).
+    Large tiles first, each with the largest history that fits: small tiles repeat their
+    margins (a 256 px tile's crop is 2.8 times its area), a shorter history costs less."""
+    for group in ([t for t in tiles if t >= LARGE_TILE], [t for t in tiles if t < LARGE_TILE]):
+        for history in histories:
+            for tile in group:
+                needed = tiled_peak_bytes(height, width, layers, content_layers, history, compute_dtype, tile)
+                if needed + extra_bytes <= have:
+                    return MemoryPlan(tile, history, needed + extra_bytes)
+    return None
+
+
 def plan_memory(
     height: int,
     width: int,
@@ -150,7 +178,7 @@ def plan_memory(
 ) -> MemoryPlan | None:
     """Untiled when the run fits with its history; else the largest tile, then the largest
     history, that fits. `tile_size` None: choose; 0: never tile; N: tiles of N px. None: nothing fits."""
-    histories = [history_size, *(h for h in HISTORY_SIZES if h < history_size)] if history_size else [0]
+    histories = history_options(history_size)
     if not tile_size:
         for history in histories if tile_size == 0 else histories[:1]:
             needed = estimated_peak_bytes(height, width, layers, history, compute_dtype)
@@ -159,15 +187,7 @@ def plan_memory(
         if tile_size == 0:
             return None
     tiles = [tile_size] if tile_size else [t for t in TILE_SIZES if t < max(height, width)] or [TILE_SIZES[-1]]
-    # Large tiles first, each with the largest history that fits: small tiles repeat their
-    # margins (a 256 px tile's crop is 2.8 times its area), a shorter history costs less.
-    for group in ([t for t in tiles if t >= LARGE_TILE], [t for t in tiles if t < LARGE_TILE]):
-        for history in histories:
-            for tile in group:
-                needed = tiled_peak_bytes(height, width, layers, content_layers, history, compute_dtype, tile)
-                if needed <= have:
-                    return MemoryPlan(tile, history, needed)
-    return None
+    return first_tiled_plan(height, width, layers, content_layers, histories, compute_dtype, have, tiles)
 
 
 def even_tile_sizes(height: int, width: int, devices: int) -> list[int]:
@@ -194,17 +214,10 @@ def plan_shared(
 ) -> MemoryPlan | None:
     """The plan of a run shared by `devices` processes: the largest even tiles that fit, with
     the largest history that fits; None if the image is too small to share."""
-    histories = [history_size, *(h for h in HISTORY_SIZES if h < history_size)] if history_size else [0]
     held = SHARED_IMAGE_BUFFERS * 3 * height * width * BYTES_PER_FLOAT
     tiles = even_tile_sizes(height, width, devices)
-    # As plan_memory: large tiles first, each with the largest history that fits.
-    for group in ([t for t in tiles if t >= LARGE_TILE], [t for t in tiles if t < LARGE_TILE]):
-        for history in histories:
-            for tile in group:
-                needed = tiled_peak_bytes(height, width, layers, content_layers, history, compute_dtype, tile) + held
-                if needed <= have:
-                    return MemoryPlan(tile, history, needed)
-    return None
+    histories = history_options(history_size)
+    return first_tiled_plan(height, width, layers, content_layers, histories, compute_dtype, have, tiles, held)
 
 
 def largest_fitting_size(
