@@ -73,11 +73,12 @@ def describe(sizes: Sequence[int], steps: Sequence[int]) -> str:
 # `pyramid=auto` (the default): single scale up to about 512 * sqrt(2) px; above, from about
 # 512 px up in factors of 2, so that a large output keeps the stroke scale and composition
 # of a 512 px run (the style layers' receptive fields are fixed in pixels). `steps` are the
-# coarsest level's; each finer level runs half as many (at least AUTO_MIN_STEPS): most of the
-# compute goes to the cheap levels.
+# coarsest level's; each finer level has 4 times the pixels and runs a quarter as many steps
+# (at least AUTO_MIN_STEPS), so every level costs about the same: a finer level starts from
+# the coarser result enlarged and only has to add detail (docs/print_size.md measures it).
 AUTO_SINGLE_SCALE = 724
 AUTO_COARSEST = 512
-AUTO_MIN_STEPS = 20
+AUTO_MIN_STEPS = 10
 
 
 def auto_plan(size: int, steps: int) -> list[tuple[int, int]]:
@@ -85,5 +86,5 @@ def auto_plan(size: int, steps: int) -> list[tuple[int, int]]:
     if size <= AUTO_SINGLE_SCALE:
         return [(size, steps)]
     levels = 1 + math.floor(math.log2(size / AUTO_COARSEST) + 0.5)
-    counts = [max(min(steps, AUTO_MIN_STEPS), round(steps / 2**level)) for level in range(levels)]
+    counts = [max(min(steps, AUTO_MIN_STEPS), round(steps / 4**level)) for level in range(levels)]
     return list(zip(level_sizes(size, levels, 2.0), counts))
