@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-from src.cli.entry import hold_interrupts, interrupted_while_starting, run_main
+from src.cli.entry import hold_interrupts
 
 if __name__ == "__main__":
     hold_interrupts()  # until run_main: Ctrl-C while the libraries load is one line, not a traceback
-try:
-    from typing import Any
 
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from omegaconf import DictConfig
+from typing import Any
 
-    from src.cli.app import configure, run_app
-    from src.sweeps.job import run_sweep_job
-    from src.transfer.distributed import follow_launched, launched_follower
-    from src.transfer.resume import resumed_run
-    from src.transfer.runner import stylize
-except KeyboardInterrupt:
-    interrupted_while_starting()
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from src.cli.app import configure, run_app
+from src.cli.entry import run_main
+from src.sweeps.job import run_sweep_job
+from src.transfer.distributed import follow_launched, launched_follower
+from src.transfer.resume import resumed_run
+from src.transfer.runner import stylize
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -45,10 +44,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        configure()
-    except KeyboardInterrupt:
-        interrupted_while_starting()
+    configure()
     if launched_follower():  # torchrun's rank > 0: it computes tiles for rank 0's run
         raise SystemExit(follow_launched())
     run_main(main, "config", "src.run")

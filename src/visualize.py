@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from src.cli.entry import hold_interrupts, interrupted_while_starting, run_main
+from src.cli.entry import hold_interrupts
 
 if __name__ == "__main__":
     hold_interrupts()  # until run_main: Ctrl-C while the libraries load is one line, not a traceback
-try:
-    from typing import Any
 
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import DictConfig
+from typing import Any
 
-    from src.cli.app import configure, run_app
-    from src.units.app import visualize
-except KeyboardInterrupt:
-    interrupted_while_starting()
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from src.cli.app import configure, run_app
+from src.cli.entry import run_main
+from src.units.app import visualize
 
 
 @hydra.main(config_path="../conf", config_name="visualize", version_base="1.3")
@@ -27,8 +26,5 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        configure()
-    except KeyboardInterrupt:
-        interrupted_while_starting()
+    configure()
     run_main(main, "visualize", "src.visualize")

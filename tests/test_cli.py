@@ -371,6 +371,7 @@ def test_output_file_in_each_format_and_the_result_line(tmp_path):
         ("device.precision=fp8", ["device.precision=fp8"]),
         ("bta=1e4", ["bta=1e4", "no such key", "did you mean beta"]),
         ("size=big", ["size=big", "must be an integer"]),
+        ("color=lumiance", ["color=lumiance", "must be one of none, luminance, match", "did you mean luminance"]),
         ("optimizer=sgd", ["optimizer=sgd", "adam, lbfgs, lbfgs_torch"]),
         ("style.mask=middle", ["style.mask", "top, bottom, left, right"]),
     ],
@@ -394,9 +395,13 @@ def test_adam_with_a_negative_rate_and_nothing_to_optimise(tmp_path):
         assert result.returncode == 2 and words in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_unit_visualisation_config_errors_are_one_line(tmp_path):
-    result = run_cli("kk=3", f"hydra.run.dir={tmp_path / 'v'}", module="src.visualize", timeout=120)
-    assert result.returncode == 2 and "did you mean k" in result.stderr and result.stderr.count("\n") == 1
+@pytest.mark.parametrize(
+    "override, words",
+    [("kk=3", "did you mean k"), ("maximize.optimizer=lbfgs", "must be one of sgd, adam"), ("k=many", "integer")],
+)
+def test_unit_visualisation_config_errors_are_one_line(tmp_path, override, words):
+    result = run_cli(override, f"hydra.run.dir={tmp_path / 'v'}", module="src.visualize", timeout=120)
+    assert result.returncode == 2 and words in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
 
 def test_second_run_into_the_same_folder_is_refused(tmp_path):

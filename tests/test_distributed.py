@@ -119,10 +119,11 @@ def test_a_shared_run_is_planned_in_even_tiles_that_fit_each_process_share_of_me
     from src.transfer import tiled
 
     monkeypatch.setattr(tiled, "available_bytes", lambda accelerator: (gib * 2**30, "available memory"))
-    plan = tiled.plan_run(3072, 4096, LAYERS, ["relu4_2"], 20, "cpu", 4096, "float32", None, [], devices=2)
+    shape = tiled.RunShape(3072, 4096, LAYERS, ["relu4_2"], 20, "float32")
+    plan = tiled.plan_run(shape, "cpu", 4096, None, [], devices=2)
     assert plan.tile_size in tiled.even_tile_sizes(3072, 4096, 2) and plan.fits_whole == fits_whole
     assert plan.needed_bytes <= gib * 2**30 // 2  # the CPU's memory is shared by the 2 processes
-    single = tiled.plan_run(3072, 4096, LAYERS, ["relu4_2"], 20, "cpu", 4096, "float32", None, [])
+    single = tiled.plan_run(shape, "cpu", 4096, None, [])
     assert (single.tile_size is None) == fits_whole
 
 

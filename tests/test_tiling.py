@@ -181,30 +181,34 @@ def test_histogram_loss_is_refused_in_tiles(backbone):
 LAYERS = ["relu4_2", *GATYS["style"]]
 
 
+def shape(height, width, history=20):
+    from src.transfer.tiled import RunShape
+
+    return RunShape(height, width, LAYERS, ["relu4_2"], history, "float32")
+
+
 def test_plan_is_untiled_when_it_fits_and_tiled_with_the_largest_tile_when_not():
-    from src.transfer.tiled import plan_memory, tiled_peak_bytes
+    from src.transfer.tiled import plan_memory
 
     have = 22 * 2**30
-    assert plan_memory(1536, 2048, LAYERS, ["relu4_2"], 20, "float32", have).tile_size is None
-    large = plan_memory(3072, 4096, LAYERS, ["relu4_2"], 20, "float32", have)
+    assert plan_memory(shape(1536, 2048), have).tile_size is None
+    large = plan_memory(shape(3072, 4096), have)
     assert large.tile_size == 1536 and large.history_size == 20 and large.needed_bytes <= have
-    huge = plan_memory(6144, 8192, LAYERS, ["relu4_2"], 20, "float32", have)
+    huge = plan_memory(shape(6144, 8192), have)
     assert huge.tile_size >= 768 and huge.history_size < 20 and huge.needed_bytes <= have
-    assert plan_memory(6144, 8192, LAYERS, ["relu4_2"], 20, "float32", have, tile_size=0) is None
-    assert plan_memory(96, 128, LAYERS, ["relu4_2"], 20, "float32", have, tile_size=64).tile_size == 64
+    assert plan_memory(shape(6144, 8192), have, tile_size=0) is None
+    assert plan_memory(shape(96, 128), have, tile_size=64).tile_size == 64
     # a smaller tile needs less
-    assert tiled_peak_bytes(3072, 4096, LAYERS, ["relu4_2"], 5, "float32", 512) < tiled_peak_bytes(
-        3072, 4096, LAYERS, ["relu4_2"], 5, "float32", 1536
-    )
+    assert shape(3072, 4096).tiled_bytes(5, 512) < shape(3072, 4096).tiled_bytes(5, 1536)
 
 
 def test_refusal_names_a_size_that_fits():
     from src.transfer.tiled import plan_run
 
     with pytest.raises(UserError, match=r"size=8192 \(8192x6144 px\) needs about .* GiB untiled, .*; size=\d+ fits"):
-        plan_run(6144, 8192, LAYERS, ["relu4_2"], 20, "cpu", 8192, "float32", 0, [])
+        plan_run(shape(6144, 8192), "cpu", 8192, 0, [])
     with pytest.raises(UserError, match=r"in tiles of 256 px with an L-BFGS history of 3.*size=\d+ fits"):
-        plan_run(49152, 65536, LAYERS, ["relu4_2"], 20, "cpu", 65536, "float32", None, [])
+        plan_run(shape(49152, 65536), "cpu", 65536, None, [])
 
 
 def test_a_tiled_run_from_the_command_line(tmp_path):

@@ -414,7 +414,7 @@ def no_frames(path: Path) -> Path:
         ("missing", "video not found"),
         ("start_past_end", "past the end"),
         ("end_before_start", "must be after video.start"),
-        ("bad_init", "video.init='cold': must be one of warped, fresh"),
+        ("bad_init", "video.init=cold: must be one of warped, fresh"),
         ("bad_long_term", "video.long_term=[1]"),
         ("relative", "video runs use normalization=gatys"),
     ],

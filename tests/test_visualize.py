@@ -283,7 +283,6 @@ def test_patch_crop_pads_outside_the_image():
         (["per_image=-1"], "per_image"),
         (["logger=csv"], "logger"),
         (["k=0"], "k=0"),
-        (["maximize.enabled=true", "maximize.optimizer=lbfgs"], "maximize.optimizer"),
     ],
 )
 def test_bad_settings_are_named(overrides, message, tmp_path):

@@ -165,6 +165,10 @@ def test_no_login_means_offline_without_prompting(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "wandb sync" in result.stdout + result.stderr  # tells how to upload it later
     assert OfflineRun(run_dir).exit_code == 0
+    # the progress bar under W&B: step/total and the terms in 80 columns, no `Epoch`, no `v_num`
+    bar_lines = [line for line in result.stdout.replace("\r", "\n").splitlines() if " left" in line]
+    assert bar_lines and "2/2 |" in result.stdout and max(len(line) for line in bar_lines) <= 80
+    assert "v_num" not in result.stdout and "Epoch" not in result.stdout
 
 
 def test_choose_mode(monkeypatch, tmp_path):

@@ -14,11 +14,13 @@ import torch
 from src.common.errors import Interrupted, RunStopped, UserError
 from src.common.paths import register_resolvers
 from src.transfer.schema import register_schema
+from src.units.schema import register_visualize_schema
 
 
 def configure() -> None:
     """Process-wide settings of the apps, in one place: nothing changes them at import time."""
     register_schema()
+    register_visualize_schema()
     register_resolvers()
     # Lightning's deterministic=True (CPU runs) turns on torch's deterministic algorithms, which by
     # default also fill every new tensor with NaN, a guard against reading uninitialised memory.

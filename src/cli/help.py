@@ -14,6 +14,7 @@ import inspect
 import re
 import textwrap
 import typing
+from enum import Enum
 from pathlib import Path
 from typing import Any, cast
 
@@ -178,7 +179,7 @@ def meanings(config_name: str, choices: dict[str, str]) -> dict[str, str]:
 
 def shown_value(value: Any) -> str:
     if isinstance(value, (DictConfig, ListConfig)):
-        value = OmegaConf.to_container(value, resolve=True)
+        value = OmegaConf.to_container(value, resolve=True, enum_to_str=True)
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -189,6 +190,17 @@ def shown_value(value: Any) -> str:
     if isinstance(value, str) and value.startswith(str(PROJECT_ROOT)):
         text = str(Path(value).relative_to(PROJECT_ROOT))
     return text
+
+
+def with_choices(meaning: str, value: Any) -> str:
+    """A choice key's meaning followed by its choices (the schema's enum), unless it names them."""
+    if not isinstance(value, Enum):
+        return meaning
+    names = [str(choice.value) for choice in type(value)]
+    if all(name in meaning for name in names):
+        return meaning
+    choices = f"one of: {' | '.join(names)}"
+    return f"{meaning} ({choices})" if meaning else choices
 
 
 def leaf_keys(cfg: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -245,7 +257,7 @@ def help_text(config_name: str, overrides: list[str] | None = None) -> str:
         if key == "optimizer" or key == "logger":
             continue
         lines += wrap(f"{key}={shown_value(value)}", 2)
-        lines += wrap(found.get(key, ""), 6)
+        lines += wrap(with_choices(found.get(key, ""), value), 6)
     lines += [
         "",
         *FILE_NAMES_NOTE.splitlines(),

@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 TYPE_NAMES = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false", "String": "text"}
 CONVERT = re.compile(r"Value '(?P<value>.*)' of type '\w+' could not be converted to (?P<type>\w+)")
+NOT_A_CHOICE = re.compile(r"Invalid value '(?P<value>.*)', expected one of \[(?P<choices>.*)\]")
 CANNOT_ASSIGN = re.compile(r"Cannot assign (?P<given>\w+) to (?P<wanted>.+)")
 COULD_NOT_OVERRIDE = re.compile(r"Could not override '(?P<key>[^']+)'")
 MERGING = re.compile(r"Error merging override (?P<override>.+)")
@@ -93,6 +94,10 @@ def describe(error: BaseException, overrides: Sequence[str], keys: Callable[[], 
         if converted:
             wanted = TYPE_NAMES.get(converted.group("type"), converted.group("type"))
             return f"{override}: must be {wanted}"
+        choice = NOT_A_CHOICE.search(reason)
+        if choice:
+            choices = [c.strip() for c in choice.group("choices").split(",")]
+            return f"{override}: must be one of {', '.join(choices)}{did_you_mean(choice.group('value'), choices)}"
         assigned = CANNOT_ASSIGN.search(reason)
         if assigned:
             wanted = assigned.group("wanted")

@@ -72,4 +72,4 @@ def resolve_compute_dtype(setting: str, device: torch.device) -> str:
         return "bfloat16" if has_fast_bfloat16(device) else "float32"
     if setting not in COMPUTE_DTYPES:
         raise UserError(f"device.compute_dtype={setting!r}: must be one of auto, {', '.join(COMPUTE_DTYPES)}")
-    return setting
+    return str(setting)

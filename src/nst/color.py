@@ -17,8 +17,6 @@ import functools
 
 import torch
 
-COLOR_MODES = ("none", "luminance", "match")
-
 # NTSC YIQ (FCC 1953 coefficients), the space Gatys et al. 2017 use.
 RGB_TO_YIQ = torch.tensor(
     [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]],

@@ -347,8 +347,6 @@ def style_distance(
 # become gain * 4 * W2^2(F, S) / W2^2(0, S), their own relative distance, with the measured
 # cross-loss balance kept. `gatys` multiplies by 1: the raw terms of the formulas above.
 
-NORMALIZATIONS = ("relative", "gatys")
-
 # beta * RELATIVE_STYLE_UNIT multiplies the relative style distance. With it alpha=1
 # beta=1e4 is a balanced result, 1e3 lighter and 1e5 stronger (docs/style_weights.md).
 RELATIVE_STYLE_UNIT = 1e-3

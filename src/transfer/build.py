@@ -31,7 +31,7 @@ from src.transfer.inputs import (
 )
 from src.transfer.memory import check_large_enough
 from src.transfer.module import Style, StyleTransfer
-from src.transfer.tiled import MemoryPlan, TiledStyleTransfer, plan_run, shared_cost_ratio
+from src.transfer.tiled import MemoryPlan, RunShape, TiledStyleTransfer, plan_run, shared_cost_ratio
 
 log = logging.getLogger(__name__)
 
@@ -158,14 +158,9 @@ def plan_level(
     if tile_size is not None:
         return width, height, style_sizes, layers, history, compute_dtype, MemoryPlan(tile_size, history, 0)
     plan = plan_run(
-        height,
-        width,
-        layers,
-        list(cfg.layers.content),
-        history,
+        RunShape(height, width, layers, list(cfg.layers.content), history, compute_dtype),
         cfg.device.accelerator,
         size,
-        compute_dtype,
         cfg.get("tile_size"),
         list(dict.fromkeys(style_sizes)),
         int(cfg.device.get("devices", 1)),

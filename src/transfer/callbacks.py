@@ -132,7 +132,8 @@ class RunRecord(pl.Callback):
     fails, still writes loss.png and progress.gif of what it got through."""
 
     def __init__(self, cfg: DictConfig, output_dir: Path) -> None:
-        self.config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
+        config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False, enum_to_str=True)
+        self.config = cast(dict[str, Any], config)
         self.config_text = OmegaConf.to_yaml(cfg, resolve=True)
         self.title = plot_title(cfg)
         self.output_dir = Path(output_dir)

@@ -48,8 +48,10 @@ class Checkpointer(pl.Callback):
 class StopOnSignal(pl.Callback):
     """First Ctrl-C or SIGTERM: finish the current step, then stop (the caller saves).
 
-    A second Ctrl-C interrupts at once. Handlers are installed when training starts (so
-    they replace Lightning's own SIGTERM handling) and restored when it ends.
+    A second Ctrl-C interrupts at once. `src.transfer.trainer.fit` installs the handlers before
+    Lightning's setup (which would end the process with exit code 1 on a Ctrl-C) and restores
+    them after; they are installed again when training starts, replacing Lightning's own
+    SIGTERM handling.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -66,16 +68,18 @@ class StopOnSignal(pl.Callback):
         if self._trainer is not None:
             self._trainer.should_stop = True
 
-    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+    def install(self, trainer: pl.Trainer) -> None:
+        """Take Ctrl-C and SIGTERM from now on, for `trainer`; a signal already received stops it
+        before its first step."""
         self._trainer = trainer
         for signum in self.SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._handle)
+            previous = signal.signal(signum, self._handle)
+            self._previous.setdefault(signum, previous)  # the handlers from before the first install
+        if self.received is not None:
+            trainer.should_stop = True
 
-    def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.restore()
-
-    def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
-        self.restore()
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.install(trainer)  # again: Lightning's setup has put its own SIGTERM handler in place
 
     def restore(self) -> None:
         for signum, handler in self._previous.items():

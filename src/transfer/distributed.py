@@ -135,7 +135,7 @@ class Team:
 def start_team(cfg: DictConfig, devices: int) -> Team:
     """Start devices - 1 followers of the run `cfg` and join them as the leader (rank 0); or,
     where a launcher started them, join those."""
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     started = launched()
     if started is not None:
         _, world, _, local = started

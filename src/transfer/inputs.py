@@ -18,9 +18,6 @@ from src.common.paths import PROJECT_ROOT, resolve_input_path
 from src.nst.color import match_color, match_luminance
 from src.nst.masks import is_shape, load_mask_image
 
-INIT_KINDS = ("noise", "content", "style", "image")
-
-
 STYLE_PRESET_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 

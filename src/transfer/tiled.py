@@ -95,23 +95,31 @@ def crop_side(length: int, tile_size: int, layers: list[str]) -> int:
     return min(length, tile_size + deepest.size + deepest.stride)
 
 
-def tiled_peak_bytes(
-    height: int,
-    width: int,
-    layers: list[str],
-    content_layers: list[str],
-    history_size: int,
-    compute_dtype: str,
-    tile_size: int,
-) -> int:
-    """The peak of a tiled run: one crop's activations, the content targets at the whole
-    image's size, and the image-sized buffers (the optimiser's history among them)."""
-    image = 3 * height * width * BYTES_PER_FLOAT
-    crop = activation_peak_bytes(
-        crop_side(height, tile_size, layers), crop_side(width, tile_size, layers), layers, compute_dtype
-    )
-    content = activation_bytes(height, width, deepest_layer(content_layers), only=content_layers)
-    return int(BASE_BYTES + crop + content + (2 * history_size + 4 + TILED_IMAGE_BUFFERS) * image)
+@dataclass(frozen=True)
+class RunShape:
+    """What a run's memory depends on: its size, the layers it reads, its L-BFGS history
+    (0: another optimiser) and the backbone's arithmetic."""
+
+    height: int
+    width: int
+    layers: list[str]
+    content_layers: list[str]
+    history_size: int
+    compute_dtype: str
+
+    def untiled_bytes(self, history_size: int) -> int:
+        return estimated_peak_bytes(self.height, self.width, self.layers, history_size, self.compute_dtype)
+
+    def tiled_bytes(self, history_size: int, tile_size: int) -> int:
+        """The peak of a tiled run: one crop's activations, the content targets at the whole
+        image's size, and the image-sized buffers (the optimiser's history among them)."""
+        height, width, layers = self.height, self.width, self.layers
+        image = 3 * height * width * BYTES_PER_FLOAT
+        crop = activation_peak_bytes(
+            crop_side(height, tile_size, layers), crop_side(width, tile_size, layers), layers, self.compute_dtype
+        )
+        content = activation_bytes(height, width, deepest_layer(self.content_layers), only=self.content_layers)
+        return int(BASE_BYTES + crop + content + (2 * history_size + 4 + TILED_IMAGE_BUFFERS) * image)
 
 
 # Measured on the CPU (bfloat16, 1024 px, docs/devices.md): a tiled step takes 1.2 times what
@@ -143,51 +151,33 @@ def history_options(history_size: int) -> list[int]:
     return [history_size, *(h for h in HISTORY_SIZES if h < history_size)] if history_size else [0]
 
 
-def first_tiled_plan(
-    height: int,
-    width: int,
-    layers: list[str],
-    content_layers: list[str],
-    histories: list[int],
-    compute_dtype: str,
-    have: int,
-    tiles: list[int],
-    extra_bytes: int = 0,
-) -> MemoryPlan | None:
-    """The first of `tiles` and `histories` that fits in `have` (with `extra_bytes` more held).
+def first_tiled_plan(shape: RunShape, have: int, tiles: list[int], extra_bytes: int = 0) -> MemoryPlan | None:
+    """The first of `tiles` and of the histories that fits in `have` (with `extra_bytes` more held).
     Large tiles first, each with the largest history that fits: small tiles repeat their
     margins (a 256 px tile's crop is 2.8 times its area), a shorter history costs less."""
     for group in ([t for t in tiles if t >= LARGE_TILE], [t for t in tiles if t < LARGE_TILE]):
-        for history in histories:
+        for history in history_options(shape.history_size):
             for tile in group:
-                needed = tiled_peak_bytes(height, width, layers, content_layers, history, compute_dtype, tile)
+                needed = shape.tiled_bytes(history, tile)
                 if needed + extra_bytes <= have:
                     return MemoryPlan(tile, history, needed + extra_bytes)
     return None
 
 
-def plan_memory(
-    height: int,
-    width: int,
-    layers: list[str],
-    content_layers: list[str],
-    history_size: int,
-    compute_dtype: str,
-    have: int,
-    tile_size: int | None = None,
-) -> MemoryPlan | None:
+def plan_memory(shape: RunShape, have: int, tile_size: int | None = None) -> MemoryPlan | None:
     """Untiled when the run fits with its history; else the largest tile, then the largest
     history, that fits. `tile_size` None: choose; 0: never tile; N: tiles of N px. None: nothing fits."""
-    histories = history_options(history_size)
+    histories = history_options(shape.history_size)
     if not tile_size:
         for history in histories if tile_size == 0 else histories[:1]:
-            needed = estimated_peak_bytes(height, width, layers, history, compute_dtype)
+            needed = shape.untiled_bytes(history)
             if needed <= have:
                 return MemoryPlan(None, history, needed)
         if tile_size == 0:
             return None
-    tiles = [tile_size] if tile_size else [t for t in TILE_SIZES if t < max(height, width)] or [TILE_SIZES[-1]]
-    return first_tiled_plan(height, width, layers, content_layers, histories, compute_dtype, have, tiles)
+    long_side = max(shape.height, shape.width)
+    tiles = [tile_size] if tile_size else [t for t in TILE_SIZES if t < long_side] or [TILE_SIZES[-1]]
+    return first_tiled_plan(shape, have, tiles)
 
 
 def even_tile_sizes(height: int, width: int, devices: int) -> list[int]:
@@ -202,34 +192,16 @@ def even_tile_sizes(height: int, width: int, devices: int) -> list[int]:
     return sizes
 
 
-def plan_shared(
-    height: int,
-    width: int,
-    layers: list[str],
-    content_layers: list[str],
-    history_size: int,
-    compute_dtype: str,
-    have: int,
-    devices: int,
-) -> MemoryPlan | None:
+def plan_shared(shape: RunShape, have: int, devices: int) -> MemoryPlan | None:
     """The plan of a run shared by `devices` processes: the largest even tiles that fit, with
     the largest history that fits; None if the image is too small to share."""
-    held = SHARED_IMAGE_BUFFERS * 3 * height * width * BYTES_PER_FLOAT
-    tiles = even_tile_sizes(height, width, devices)
-    histories = history_options(history_size)
-    return first_tiled_plan(height, width, layers, content_layers, histories, compute_dtype, have, tiles, held)
+    held = SHARED_IMAGE_BUFFERS * 3 * shape.height * shape.width * BYTES_PER_FLOAT
+    return first_tiled_plan(shape, have, even_tile_sizes(shape.height, shape.width, devices), held)
 
 
-def largest_fitting_size(
-    aspect: float,
-    layers: list[str],
-    content_layers: list[str],
-    history_size: int,
-    compute_dtype: str,
-    have: int,
-    tile_size: int | None,
-) -> int | None:
-    """The largest long side (same aspect, height / width) for which `plan_memory` finds a plan."""
+def largest_fitting_size(shape: RunShape, have: int, tile_size: int | None) -> int | None:
+    """The largest long side (same aspect) for which `plan_memory` finds a plan."""
+    aspect = shape.height / shape.width
 
     def fits(long_side: int) -> bool:
         width, height = (
@@ -237,8 +209,7 @@ def largest_fitting_size(
             if aspect <= 1
             else (max(1, round(long_side / aspect)), long_side)
         )
-        plan = plan_memory(height, width, layers, content_layers, history_size, compute_dtype, have, tile_size)
-        return plan is not None
+        return plan_memory(replace(shape, height=height, width=width), have, tile_size) is not None
 
     low, high = 64, 65536
     if not fits(low):
@@ -250,57 +221,51 @@ def largest_fitting_size(
 
 
 def plan_run(
-    height: int,
-    width: int,
-    layers: list[str],
-    content_layers: list[str],
-    history_size: int,
+    shape: RunShape,
     accelerator: str,
     size: int,
-    compute_dtype: str,
     tile_size: int | None,
     style_sizes: list[tuple[int, int]],
     devices: int = 1,
 ) -> MemoryPlan:
-    """The memory plan of a run at `size` (its content `height` x `width`), or a one-line refusal
-    that names the largest size that would fit. A style image too large to take whole makes
-    the run tiled (its targets are then summed in tiles too). On `devices` > 1 the run is
-    tiled in at least that many tiles, of even sizes."""
+    """The memory plan of a run at `size` (its content `shape.height` x `shape.width`), or a
+    one-line refusal that names the largest size that would fit. A style image too large to
+    take whole makes the run tiled (its targets are then summed in tiles too). On `devices` > 1
+    the run is tiled in at least that many tiles, of even sizes."""
     have, what = available_bytes(accelerator)
     if devices > 1 and target_device(accelerator).type == "cpu":
         have //= devices  # the processes share the machine's memory
         what = f"{what} / {devices} processes"
     plan = None
     if devices > 1 and tile_size is None:
-        plan = plan_shared(height, width, layers, content_layers, history_size, compute_dtype, have, devices)
-        whole = plan_memory(height, width, layers, content_layers, history_size, compute_dtype, have * devices, None)
+        plan = plan_shared(shape, have, devices)
+        whole = plan_memory(shape, have * devices, None)
         if plan is not None and whole is not None and whole.tile_size is None:
             plan = replace(plan, fits_whole=True)
     if plan is None:
-        plan = plan_memory(height, width, layers, content_layers, history_size, compute_dtype, have, tile_size)
-    style_layers = [name for name in layers if name not in content_layers] or layers
+        plan = plan_memory(shape, have, tile_size)
+    style_layers = [name for name in shape.layers if name not in shape.content_layers] or shape.layers
     if plan is not None and plan.tile_size is None and tile_size != 0:
-        if any(estimated_peak_bytes(h, w, style_layers, 0, compute_dtype) > have for w, h in style_sizes):
-            args = (height, width, layers, content_layers, history_size, compute_dtype, have)
-            plan = plan_memory(*args, TILE_SIZES[0]) or plan_memory(*args, TILE_SIZES[-1])
+        style_bytes = (estimated_peak_bytes(h, w, style_layers, 0, shape.compute_dtype) for w, h in style_sizes)
+        if any(needed > have for needed in style_bytes):
+            plan = plan_memory(shape, have, TILE_SIZES[0]) or plan_memory(shape, have, TILE_SIZES[-1])
     if plan is not None:
         return plan
     smallest = tile_size if tile_size else TILE_SIZES[-1]
+    history = shape.history_size
     needed = (
-        estimated_peak_bytes(height, width, layers, history_size, compute_dtype)
+        shape.untiled_bytes(history)
         if tile_size == 0
-        else tiled_peak_bytes(
-            height, width, layers, content_layers, HISTORY_SIZES[-1] if history_size else 0, compute_dtype, smallest
-        )
+        else shape.tiled_bytes(HISTORY_SIZES[-1] if history else 0, smallest)
     )
     how = (
         "untiled"
         if tile_size == 0
-        else f"in tiles of {smallest} px" + (f" with an L-BFGS history of {HISTORY_SIZES[-1]}" if history_size else "")
+        else f"in tiles of {smallest} px" + (f" with an L-BFGS history of {HISTORY_SIZES[-1]}" if history else "")
     )
-    largest = largest_fitting_size(height / width, layers, content_layers, history_size, compute_dtype, have, tile_size)
+    largest = largest_fitting_size(shape, have, tile_size)
     hint = f"size={largest} fits" if largest else "no size fits"
     raise UserError(
-        f"size={size} ({width}x{height} px) needs about {needed / 2**30:.1f} GiB {how}, more than the "
+        f"size={size} ({shape.width}x{shape.height} px) needs about {needed / 2**30:.1f} GiB {how}, more than the "
         f"{have / 2**30:.1f} GiB of {what}; {hint}"
     )

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from src.common.devices import target_device
 from src.common.errors import UserError
+from src.transfer.checkpoints import StopOnSignal
 from src.transfer.module import StyleTransfer
 
 
@@ -43,7 +44,11 @@ def make_trainer(cfg: DictConfig, output_dir: Path, callbacks: list[pl.Callback]
 
 def fit(trainer: pl.Trainer, module: StyleTransfer, steps: int, resume_from: Path | None = None) -> None:
     """trainer.fit, leaving the module on the run's device: Lightning's teardown moves it to
-    the CPU, also after an error, where the final evaluation would be slow on a big image."""
+    the CPU, also after an error, where the final evaluation would be slow on a big image.
+    The trainer's StopOnSignal takes Ctrl-C and SIGTERM from before Lightning's setup."""
+    stop = next((c for c in trainer.callbacks if isinstance(c, StopOnSignal)), None)  # type: ignore[attr-defined]
+    if stop is not None:
+        stop.install(trainer)
     try:
         trainer.fit(module, train_dataloaders=steps_loader(steps), ckpt_path=resume_from)
     except torch.OutOfMemoryError as error:  # the GPU's: the estimate (src/transfer/memory.py) let it start
@@ -52,6 +57,9 @@ def fit(trainer: pl.Trainer, module: StyleTransfer, steps: int, resume_from: Pat
     except BaseException:
         module.to(trainer.strategy.root_device)  # a NaN's last_good.png is evaluated next
         raise
+    finally:
+        if stop is not None:
+            stop.restore()
     module.to(trainer.strategy.root_device)
 
 

@@ -12,16 +12,12 @@ from src.backbone.vgg import check_layer_names
 from src.common.devices import resolve_compute_dtype, target_device
 from src.common.errors import UserError
 from src.common.export import EXPORT_FORMATS
-from src.common.images import (
-    MIN_SIZE,
-)
+from src.common.images import MIN_SIZE
 from src.common.paths import path_problem, resolve_input_path
-from src.nst.color import COLOR_MODES
-from src.nst.losses import NORMALIZATIONS, STYLE_LOSSES
 from src.nst.masks import check_shape, is_shape
 from src.nst.pyramid import check_steps, level_sizes
 from src.transfer.coarse_to_fine import pyramid_config
-from src.transfer.inputs import INIT_KINDS, style_entries
+from src.transfer.inputs import style_entries
 from src.transfer.optimizer_check import check_optimizer
 
 # Lightning's precision plugins: 16/bf16-mixed refuse L-BFGS's closure, 16/bf16-true would halve
@@ -42,10 +38,6 @@ def validate(cfg: DictConfig) -> None:
     for key in ("snapshot_every", "checkpoint_every"):
         if not isinstance(cfg[key], int) or cfg[key] < 0:
             raise UserError(f"{key}={cfg[key]}: must be 0 (off) or a positive integer")
-    if cfg.backbone.pooling not in ("max", "avg"):
-        raise UserError(f"backbone.pooling={cfg.backbone.pooling!r}: must be one of max, avg")
-    if cfg.backbone.weights not in ("caffe", "torchvision"):
-        raise UserError(f"backbone.weights={cfg.backbone.weights!r}: must be one of caffe, torchvision")
     target_device(cfg.device.accelerator)  # a known device, and a GPU only where there is one
     if str(cfg.device.precision) not in PRECISIONS:
         raise UserError(
@@ -68,8 +60,6 @@ def validate(cfg: DictConfig) -> None:
         for name, weight in layers.items():
             if not isinstance(weight, (int, float)) or weight < 0:
                 raise UserError(f"layers.{group}.{name}={weight}: layer weights must be numbers >= 0")
-    if cfg.init.kind not in INIT_KINDS:
-        raise UserError(f"init.kind={cfg.init.kind!r}: must be one of {', '.join(INIT_KINDS)}")
     if cfg.init.kind == "image" and (OmegaConf.is_missing(cfg.init, "path") or not cfg.init.path):
         raise UserError("init=image needs init.path=<image file>")
     validate_controls(cfg)
@@ -107,15 +97,9 @@ def check_output_file(cfg: DictConfig) -> None:
 def validate_controls(cfg: DictConfig) -> None:
     """Colour, blends and masks, style scale and loss, pyramid, image averaging (docs/controls.md).
 
-    Configs saved before these keys existed (a resumed old run) get their defaults."""
-    color, style_loss, ema = cfg.get("color", "none"), cfg.get("style_loss", "gram"), cfg.get("ema", 0.0)
-    if color not in COLOR_MODES:
-        raise UserError(f"color={color!r}: must be one of {', '.join(COLOR_MODES)}")
-    if style_loss not in STYLE_LOSSES:
-        raise UserError(f"style_loss={style_loss!r}: must be one of {', '.join(STYLE_LOSSES)}")
-    # A run saved before `normalization` existed resumes with the terms it started with.
-    if cfg.get("normalization", "gatys") not in NORMALIZATIONS:
-        raise UserError(f"normalization={cfg.normalization!r}: must be one of {', '.join(NORMALIZATIONS)}")
+    The choices (color, style_loss, normalization) are typed in the schema. Configs saved before
+    these keys existed (a resumed old run) get their defaults."""
+    ema = cfg.get("ema", 0.0)
     if not isinstance(ema, (int, float)) or not 0.0 <= ema < 1.0:
         raise UserError(f"ema={ema}: must be 0 (off) or a decay in (0, 1), e.g. 0.9")
     scale = cfg.get("style_scale", 1.0)

@@ -107,8 +107,6 @@ def validate(cfg: DictConfig) -> None:
     logger_kind(cfg)
     if cfg.maximize.enabled:
         _positive_int(cfg.maximize.steps, "maximize.steps")
-        if cfg.maximize.optimizer not in ("sgd", "adam"):
-            raise UserError(f"maximize.optimizer={cfg.maximize.optimizer!r}: must be sgd or adam")
 
 
 def requested_units(cfg: DictConfig, layers: list[str], channels: dict[str, int]) -> dict[str, list[int] | None]:
@@ -295,7 +293,7 @@ def visualize(cfg: DictConfig, output_dir: str | os.PathLike) -> dict[str, Any]:
     fields = backbone_receptive_fields(backbone)
     report: dict[str, Any] = {
         "data": {"dir": str(folder), "images": len(files), "skipped": result.skipped, "scales": scales},
-        "backbone": OmegaConf.to_container(cfg.backbone),
+        "backbone": OmegaConf.to_container(cfg.backbone, enum_to_str=True),
         "k": cfg.k,
         "per_image": per_image,
         "spacing": cfg.spacing,
@@ -373,7 +371,7 @@ def maximize(
     """Activation-maximisation images for `units`, scaled by each unit's best real activation."""
     from src.units.activation_max import maximize_units
 
-    settings = cast(dict[str, Any], OmegaConf.to_container(cfg.maximize))
+    settings = cast(dict[str, Any], OmegaConf.to_container(cfg.maximize, enum_to_str=True))
     settings.pop("enabled")
     steps = settings.pop("steps")
     best = [max(float(top.values[u, 0]), 1e-3) for u in units]
@@ -410,7 +408,8 @@ def log_grids(cfg: DictConfig, output_dir: Path, grids: dict[str, Path]) -> None
     logger = instantiate(cfg.logger, save_dir=str(output_dir))
     succeeded = False
     try:
-        log_config(logger, cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)), OmegaConf.to_yaml(cfg))
+        config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+        log_config(logger, config, OmegaConf.to_yaml(cfg))
         for name, path in [*grids.items(), ("overview", output_dir / "overview.png")]:
             with Image.open(path) as image:
                 log_image(logger, f"units/{name}", image.convert("RGB"), step=0, caption=path.name)

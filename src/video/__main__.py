@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from src.cli.entry import hold_interrupts
+
+if __name__ == "__main__":
+    hold_interrupts()  # until run_main: Ctrl-C while the libraries load is one line, not a traceback
+
 from pathlib import Path
 from typing import Any
 

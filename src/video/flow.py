@@ -30,8 +30,6 @@ PRESETS = {
 }
 
 
-METHODS = ("dis", "farneback")
-
 
 @dataclass(frozen=True)
 class FlowSettings:

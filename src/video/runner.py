@@ -51,8 +51,6 @@ from src.transfer.trainer import fit, trainer_settings
 from src.transfer.validate import validate
 from src.video import io
 from src.video.flow import (
-    METHODS,
-    PRESETS,
     FlowCache,
     FlowSettings,
     exclusive_masks,
@@ -70,7 +68,6 @@ FRAMES_DIR = "frames"
 VIDEO_FILE = "stylised.mp4"
 PREVIEW_FILE = "preview.mp4"
 IN_PROGRESS_FILE = "frame.json"  # next to the checkpoint: which frame it belongs to
-INITS = ("warped", "fresh")
 
 
 def frame_path(run_dir: Path, index: int) -> Path:
@@ -90,12 +87,6 @@ def validate_video(cfg: DictConfig) -> None:
         raise UserError(f"video.long_term={list(video.long_term)}: frame distances must be integers >= 2, e.g. [2,4]")
     if not isinstance(video.first_steps, int) or video.first_steps < 1:
         raise UserError(f"video.first_steps={video.first_steps}: must be a positive integer")
-    if video.init not in INITS:
-        raise UserError(f"video.init={video.init!r}: must be one of {', '.join(INITS)}")
-    if video.flow.method not in METHODS:
-        raise UserError(f"video.flow.method={video.flow.method!r}: must be one of {', '.join(METHODS)}")
-    if video.flow.preset not in PRESETS:
-        raise UserError(f"video.flow.preset={video.flow.preset!r}: must be one of {', '.join(PRESETS)}")
     if not 0 <= video.crf <= 51:
         raise UserError(f"video.crf={video.crf}: must be in 0..51")
     if cfg.get("normalization", "gatys") != "gatys":

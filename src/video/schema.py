@@ -6,6 +6,7 @@ Checks that types cannot express are in src/video/runner.py:validate_video.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -13,12 +14,28 @@ from omegaconf import MISSING
 from src.transfer.schema import StyleTransferConfig
 
 
+class FlowMethod(StrEnum):
+    dis = "dis"  # OpenCV's DIS optical flow
+    farneback = "farneback"  # OpenCV's Farneback optical flow
+
+
+class FlowPreset(StrEnum):  # DIS's speed/quality presets
+    ultrafast = "ultrafast"
+    fast = "fast"
+    medium = "medium"
+
+
+class VideoInit(StrEnum):
+    warped = "warped"  # from the previous stylised frame warped by the flow
+    fresh = "fresh"  # every frame from `init`, like a single image
+
+
 @dataclass
 class FlowConfig:
     """Optical flow (OpenCV DIS) and Ruder et al.'s reliability thresholds (src/video/flow.py)."""
 
-    method: str = "dis"  # dis (OpenCV DIS) | farneback (OpenCV Farneback)
-    preset: str = "medium"  # DIS: ultrafast | fast | medium
+    method: FlowMethod = FlowMethod.dis
+    preset: FlowPreset = FlowPreset.medium
     consistency: float = 0.01  # forward-backward check: relative tolerance
     consistency_offset: float = 0.5  # ... and absolute tolerance, px^2
     motion_boundary: float = 0.01  # flow-gradient check: relative tolerance
@@ -36,7 +53,7 @@ class VideoConfig:
     temporal_weight: float = 1.0e5  # weight of the masked squared difference to the warped previous frame(s)
     long_term: list[int] = field(default_factory=list)  # more previous frames tied in, e.g. [2, 4]
     first_steps: int = 150  # optimiser steps of the first frame (the others take `steps`)
-    init: str = "warped"  # warped: from the previous stylised frame; fresh: every frame from `init`
+    init: VideoInit = VideoInit.warped
     crf: int = 18  # H.264 quality of stylised.mp4 (lower: better, bigger)
     flow: FlowConfig = field(default_factory=FlowConfig)
 
