@@ -303,6 +303,7 @@ def test_command_writes_every_output_and_reuses_flows(tmp_path, clip):
     again = run_cli(
         f"video.path={clip}",
         *FAST,
+        "logger=wandb",  # offline here: no login
         "style=shipwreck",
         f"video.flow.cache_dir={cache}",
         "video.long_term=[2]",
@@ -311,6 +312,17 @@ def test_command_writes_every_output_and_reuses_flows(tmp_path, clip):
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "flows: 0 computed, 5 from the cache" in (tmp_path / "again" / "__main__.log").read_text()
+    # W&B: each frame's terms at its index, both videos, the run's metrics in the summary
+    from test_wandb import OfflineRun
+
+    logged = OfflineRun(tmp_path / "again")
+    assert logged.exit_code == 0
+    frame_rows = [row for row in logged.history if "frame/loss/total" in row]
+    assert [row["_step"] for row in frame_rows] == [0, 1, 2, 3]
+    assert all(row["frame/loss/temporal"] > 0 for row in frame_rows[1:])
+    for key in ("video/stylised", "video/preview"):
+        assert any(row.get(f"{key}/_type") == "video-file" for row in logged.history), key
+    assert logged.summary["frames"] == 4 and logged.summary["warping_error"] > 0
     refused = run_cli(f"video.path={clip}", *FAST, f"hydra.run.dir={run_dir}", module="src.video")
     assert refused.returncode == 2 and "already holds a finished video" in refused.stderr
 
