@@ -136,24 +136,28 @@ def test_signal_saves_everything_and_resume_equals_uninterrupted(tmp_path, signu
     assert (run_dir / "final.png").read_bytes() == (tmp_path / "straight" / "final.png").read_bytes()
 
 
-def test_a_signal_during_lightning_s_setup_saves_a_resumable_run(tmp_path):
-    """Ctrl-C after the images and the backbone are ready but before the first step (Lightning's
-    setup, which on its own would end the process with exit code 1): stopped at step 0, saved."""
+@pytest.mark.parametrize("hook, signum", [("setup", signal.SIGINT), ("on_fit_start", signal.SIGTERM)])
+def test_a_signal_before_the_first_step_saves_a_resumable_run(tmp_path, hook, signum):
+    """Ctrl-C or SIGTERM after the images and the backbone are ready but before the first step:
+    during Lightning's setup (where Lightning alone would exit with code 1) or while the targets
+    are computed (where Lightning's SIGTERM flag would end the run without a word): stopped at
+    step 0, saved, and the run can be continued."""
     import pytorch_lightning as pl
 
     from src.common.errors import Interrupted
     from src.transfer.runner import stylize
 
-    class CtrlCDuringSetup(pl.Callback):
-        def setup(self, trainer, module, stage):
-            os.kill(os.getpid(), signal.SIGINT)
+    class SignalBeforeTheFirstStep(pl.Callback):
+        pass
 
+    setattr(SignalBeforeTheFirstStep, hook, lambda self, *args, **kwargs: os.kill(os.getpid(), signum))
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[*RUN, "steps=3"])
     before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(Interrupted, match="stopped by SIGINT after step 0 of 3.*resume=") as raised:
-        stylize(cfg, tmp_path / "run", extra_callbacks=[CtrlCDuringSetup()])
-    assert raised.value.exit_code == 130
+    name = signal.Signals(signum).name
+    with pytest.raises(Interrupted, match=f"stopped by {name} after step 0 of 3.*resume=") as raised:
+        stylize(cfg, tmp_path / "run", extra_callbacks=[SignalBeforeTheFirstStep()])
+    assert raised.value.exit_code == 128 + signum
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert read_metrics(tmp_path / "run")["status"] == "interrupted"
     assert signal.getsignal(signal.SIGINT) is before  # the handlers from before are back
