@@ -13,10 +13,10 @@ from src.nst.pyramid import auto_plan
 def test_auto_pyramid_is_single_scale_up_to_724_px_then_from_512_px_in_factors_of_2():
     assert auto_plan(512, 150) == [(512, 150)]
     assert auto_plan(724, 150) == [(724, 150)]
-    assert auto_plan(2048, 150) == [(512, 150), (1024, 38), (2048, 10)]
-    assert auto_plan(8192, 150) == [(512, 150), (1024, 38), (2048, 10), (4096, 10), (8192, 10)]
-    assert auto_plan(2048, 400) == [(512, 400), (1024, 100), (2048, 25)]
-    assert auto_plan(1000, 150)[0] == (500, 150)
+    assert auto_plan(2048, 150) == [(512, 100), (1024, 25), (2048, 15)]
+    assert auto_plan(8192, 150) == [(512, 100), (1024, 25), (2048, 15), (4096, 15), (8192, 15)]
+    assert auto_plan(2048, 600) == [(512, 400), (1024, 100), (2048, 25)]
+    assert auto_plan(1000, 150)[0] == (500, 100)
     assert auto_plan(3000, 10) == [(375, 10), (750, 10), (1500, 10), (3000, 10)]  # never more steps than asked
 
 
