@@ -89,11 +89,6 @@ def validate_video(cfg: DictConfig) -> None:
         raise UserError(f"video.first_steps={video.first_steps}: must be a positive integer")
     if not 0 <= video.crf <= 51:
         raise UserError(f"video.crf={video.crf}: must be in 0..51")
-    if cfg.get("normalization", "gatys") != "gatys":
-        raise UserError(
-            f"normalization={cfg.normalization}: video runs use normalization=gatys, the raw terms that "
-            "video.temporal_weight is set against (docs/video.md)"
-        )
     if cfg.pyramid.levels != 1:
         raise UserError("pyramid: coarse to fine is not available for video; leave pyramid.levels=1")
     if cfg.device.get("devices", 1) != 1:

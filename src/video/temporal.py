@@ -6,6 +6,8 @@ w_j is stylised frame t-j warped into frame t by the content's optical flow, c_j
 reliability mask (exclusive between the j: each pixel is tied to its nearest reliable
 previous frame), D the number of pixel values (3 H W). Pixel values are taken on the
 0..255 scale, the one the backbone sees, so that a difference of one grey level costs 1.
+With normalization=relative the temporal terms are scaled as the content term is, so that
+temporal_weight keeps its ratio to alpha in either normalisation (docs/video.md).
 Without temporal targets (the first frame) J_frame is J, term for term.
 """
 
@@ -59,12 +61,21 @@ class VideoFrameTransfer(StyleTransfer):
     def losses(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         terms = super().losses(image)
         temporal = image.new_zeros(())
+        weight = self.temporal_weight * self.content_scale()
         for name, target, mask in zip(self.temporal_names, self.temporal_images, self.temporal_masks, strict=True):
             if not self.temporal_weight:
                 break
-            term = self.temporal_weight * temporal_loss(image, target, mask)
+            term = weight * temporal_loss(image, target, mask)
             terms[f"loss/temporal/{name}"] = term
             temporal = temporal + term
         terms["loss/temporal"] = temporal
         terms["loss/total"] = terms["loss/total"] + temporal
         return terms
+
+    def content_scale(self) -> float:
+        """The content term's normalisation factor, averaged over the content layers by weight:
+        1 with normalization=gatys, 1 / d(0, P) with relative."""
+        total = sum(self.content_layers.values())
+        if not total:
+            return 1.0
+        return sum(w * self.content_norms[n] for n, w in self.content_layers.items()) / total
