@@ -292,7 +292,7 @@ class TiledObjective:
             if name not in features:
                 continue
             kept = features[name]
-            flat = positions(kept)
+            flat: torch.Tensor | None = None  # a float32 copy of the activations, made only when needed
             for group, mask in self._groups(name):
                 weights = None
                 if mask is None and module.style_loss_kind == "gram":
@@ -300,8 +300,9 @@ class TiledObjective:
                     # dtype), unnormalised: sum over the tile's positions of F_p F_p^T.
                     count = kept.shape[-2] * kept.shape[-1]
                     shares[(name, group, "second")] = gram_matrix(kept)[0] * float(kept.shape[1] * count)
-                    shares[(name, group, "count")] = flat.new_tensor(float(count))
+                    shares[(name, group, "count")] = torch.tensor(float(count), device=kept.device)
                     continue
+                flat = positions(kept) if flat is None else flat
                 if mask is not None:
                     rows, cols = tile.kept_in_image(name)
                     weights = mask[..., rows, cols].reshape(-1)
