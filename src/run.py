@@ -46,5 +46,5 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 if __name__ == "__main__":
     configure()
     if launched_follower():  # torchrun's rank > 0: it computes tiles for rank 0's run
-        raise SystemExit(follow_launched())
+        follow_launched()
     run_main(main, "config", "src.run")

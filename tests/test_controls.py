@@ -340,11 +340,17 @@ def test_masked_gram_of_a_binary_mask_is_the_gram_of_its_positions():
 # -- configuration -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("override", ["color=sepia", "style_loss=wasserstein"])
+def test_a_control_that_is_not_one_of_its_choices_is_refused_by_the_schema(override):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match=override.split("=")[0]):
+        config(override)
+
+
 @pytest.mark.parametrize(
     "override, key",
     [
-        ("color=sepia", "color"),
-        ("style_loss=wasserstein", "style_loss"),
         ("ema=1.0", "ema"),
         ("style_scale=0", "style_scale"),
         ("pyramid.levels=0", "pyramid.levels"),

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -226,15 +227,18 @@ def test_video_runs_are_not_shared(tmp_path):
     assert result.returncode == 2 and "a video's frames are computed whole" in result.stderr, result.stderr[-2000:]
 
 
-def torchrun(*arguments: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", *arguments],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def torchrun(*arguments: str, log: Path, env: dict | None = None) -> subprocess.Popen:
+    """A torchrun agent, its output in `log` (a pipe read after the other agent's could fill up
+    and stop it)."""
+    with open(log, "w") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", *arguments],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
 
 def test_processes_started_by_torchrun_on_two_machines_give_the_single_process_image(tmp_path):
@@ -252,10 +256,17 @@ def test_processes_started_by_torchrun_on_two_machines_give_the_single_process_i
             "src.run",
             *run,
             f"hydra.run.dir={tmp_path / 'shared'}",
+            log=tmp_path / f"node{rank}.log",
         )
         for rank in (1, 0)
     ]
-    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    try:
+        for node in nodes:
+            node.wait(timeout=300)
+    finally:
+        for node in nodes:
+            node.kill()  # a no-op for one that ended
+    outputs = [(tmp_path / f"node{rank}.log").read_text() for rank in (1, 0)]
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
     alone = run_cli(*RUN, "size=160", "steps=3", "tile_size=80", f"hydra.run.dir={tmp_path / 'alone'}")
     assert alone.returncode == 0, alone.stderr[-2000:]

@@ -23,7 +23,7 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -205,8 +205,19 @@ def follow(rank: int, world: int, port: int, config: dict, threads: int) -> None
     serve(cfg, TileGroup(rank, world, ADDRESS, port, device), device)
 
 
-def follow_launched() -> int:
-    """A follower process started by a launcher: the leader sends the config; exit code 0 or 1."""
+def follow_launched() -> NoReturn:
+    """A follower process started by a launcher: the leader sends the config; exits with 0 or 1.
+
+    It leaves with os._exit, without the interpreter's teardown: the process group's and the
+    store's threads could otherwise be destroyed mid-flight (seen as an abort, SIGABRT, when the
+    machine is busy), and a follower has no files to write."""
+    code = _follow_launched()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _follow_launched() -> int:
     started = launched()
     assert started is not None
     rank, world, local_rank, local = started
