@@ -62,7 +62,7 @@ def test_fit_leaves_the_module_on_the_run_device(fails):
         if fails:
             raise FloatingPointError("nan")
 
-    trainer = SimpleNamespace(fit=fake_fit, strategy=SimpleNamespace(root_device=torch.device("meta")))
+    trainer = SimpleNamespace(fit=fake_fit, strategy=SimpleNamespace(root_device=torch.device("meta")), callbacks=[])
     if fails:
         with pytest.raises(FloatingPointError):
             fit(trainer, module, steps=1)

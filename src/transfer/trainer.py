@@ -46,8 +46,7 @@ def fit(trainer: pl.Trainer, module: StyleTransfer, steps: int, resume_from: Pat
     """trainer.fit, leaving the module on the run's device: Lightning's teardown moves it to
     the CPU, also after an error, where the final evaluation would be slow on a big image.
     The trainer's StopOnSignal takes Ctrl-C and SIGTERM from before Lightning's setup."""
-    callbacks = getattr(trainer, "callbacks", [])  # a stand-in trainer may have none
-    stop = next((c for c in callbacks if isinstance(c, StopOnSignal)), None)
+    stop = next((c for c in trainer.callbacks if isinstance(c, StopOnSignal)), None)  # type: ignore[attr-defined]
     if stop is not None:
         stop.install(trainer)
     try:
